@@ -1,0 +1,303 @@
+"""Long-lived connections to upstream MCP servers: start (lazily or eagerly), supervise, restart, stop.
+
+Each upstream has one `mcp.Client` owned by a supervisor task. Callers borrow it through
+`UpstreamConnection.call()`, which bounds the call with the upstream's timeout and translates every
+transport failure into `UpstreamUnavailable` / `UpstreamTimeout` naming the upstream and a safe cause.
+A replies-with-an-error upstream is not a failure: its JSON-RPC error passes through untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeVar
+
+import anyio
+import httpx2
+import structlog
+from anyio.abc import TaskGroup
+from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, PaginatedRequestParams, Tool
+
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+State = Literal["idle", "starting", "ready", "backoff", "stopped"]
+
+HEALTH_PING_INTERVAL_S: Final = 15.0
+"""How often a ready upstream is pinged, so `/readyz` notices a dead one between calls."""
+
+MAX_PAGES: Final = 100
+"""Upper bound on pages fetched from one upstream list, so a looping cursor cannot hang the gateway."""
+
+_TRANSPORT_ERRORS: Final = (
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    ConnectionError,
+    OSError,
+    httpx2.TransportError,
+)
+
+
+@dataclass(frozen=True)
+class UpstreamSpec:
+    """What the pool needs to know about one upstream; `connect` builds a fresh, unentered Client."""
+
+    name: str
+    connect: Callable[[], Client]
+    eager: bool
+    call_timeout_s: float
+    connect_timeout_s: float
+    backoff_s: float
+    backoff_max_s: float
+
+
+@dataclass
+class UpstreamStatus:
+    """A snapshot for `/readyz`: safe to show (no URLs, no secrets)."""
+
+    name: str
+    state: State
+    protocol_version: str | None
+    last_error: str | None
+    restarts: int
+    since_s: float = field(default=0.0)
+
+
+class UpstreamConnection:
+    """One upstream: a supervisor keeps a Client connected and restarts it with exponential backoff."""
+
+    def __init__(self, spec: UpstreamSpec, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self._clock = clock
+        self._state: State = "idle"
+        self._since = clock()
+        self._client: Client | None = None
+        self._last_error: str | None = None
+        self._restarts = 0
+        self._ready = anyio.Event()
+        self._dead = anyio.Event()
+        self._wanted = anyio.Event()
+        self._stopping = False
+        self._tools: dict[str, Tool] | None = None
+        self._tools_lock = anyio.Lock()
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def status(self) -> UpstreamStatus:
+        version = self._client.protocol_version if self._client is not None and self._state == "ready" else None
+        return UpstreamStatus(
+            name=self.spec.name,
+            state=self._state,
+            protocol_version=version,
+            last_error=self._last_error,
+            restarts=self._restarts,
+            since_s=round(self._clock() - self._since, 3),
+        )
+
+    async def run(self) -> None:
+        """The supervisor loop; runs until `stop()` (cancelled by the pool's task group)."""
+        if not self.spec.eager:
+            await self._wanted.wait()
+        delay = self.spec.backoff_s
+        while not self._stopping:
+            if await self._connect_once():
+                delay = self.spec.backoff_s
+            if self._stopping:
+                break
+            self._set_state("backoff")
+            self._restarts += 1
+            log.warning("upstream_restart_scheduled", upstream=self.spec.name, delay_s=delay, cause=self._last_error)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.spec.backoff_max_s)
+        self._set_state("stopped")
+
+    async def _connect_once(self) -> bool:
+        """Connect, serve until the connection dies; True if it was ever ready."""
+        self._set_state("starting")
+        self._dead = anyio.Event()
+        was_ready = False
+        with anyio.CancelScope() as scope:
+            scope.deadline = anyio.current_time() + self.spec.connect_timeout_s
+            try:
+                async with self.spec.connect() as client:
+                    scope.deadline = math.inf
+                    self._client = client
+                    self._tools = None
+                    self._set_state("ready")
+                    self._last_error = None
+                    was_ready = True
+                    self._ready.set()
+                    log.info("upstream_ready", upstream=self.spec.name, protocol=client.protocol_version)
+                    await self._watch(client)
+            except Exception as exc:  # noqa: BLE001 - any failure of a child/remote is a restart cause
+                self._last_error = _describe(exc)
+                log.warning("upstream_failed", upstream=self.spec.name, cause=self._last_error, exc_info=exc)
+            finally:
+                self._client = None
+                self._ready = anyio.Event()
+        if scope.cancelled_caught and not was_ready:
+            self._last_error = f"did not start within {self.spec.connect_timeout_s:g}s"
+            log.warning("upstream_connect_timeout", upstream=self.spec.name, timeout_s=self.spec.connect_timeout_s)
+        return was_ready
+
+    async def _watch(self, client: Client) -> None:
+        """Return when the connection is known dead: a failed call marked it, or a health ping failed."""
+        while not self._stopping:
+            with anyio.move_on_after(HEALTH_PING_INTERVAL_S):
+                await self._dead.wait()
+                return
+            try:
+                with anyio.fail_after(self.spec.call_timeout_s):
+                    await client.send_ping()
+            except Exception as exc:  # noqa: BLE001 - a failed ping means restart
+                self._last_error = f"health ping failed: {_describe(exc)}"
+                return
+
+    def _set_state(self, state: State) -> None:
+        if state != self._state:
+            self._state = state
+            self._since = self._clock()
+
+    async def _borrow(self) -> Client:
+        self._wanted.set()
+        if self._state == "backoff" and self._last_error is not None:
+            raise UpstreamUnavailable(
+                f"upstream {self.spec.name!r} is unavailable ({self._last_error}); retrying in the background",
+                upstream=self.spec.name,
+            )
+        if self._client is None or self._state != "ready":
+            with anyio.move_on_after(self.spec.connect_timeout_s):
+                await self._ready.wait()
+        if self._client is None:
+            cause = self._last_error or f"not ready within {self.spec.connect_timeout_s:g}s"
+            raise UpstreamUnavailable(
+                f"upstream {self.spec.name!r} is unavailable ({cause})", upstream=self.spec.name
+            )
+        return self._client
+
+    async def call(self, op: Callable[[Client], Awaitable[T]]) -> T:
+        """Run `op` on the upstream's client within its call timeout, translating transport failures."""
+        client = await self._borrow()
+        with self._map_errors():
+            with anyio.fail_after(self.spec.call_timeout_s):
+                return await op(client)
+
+    @contextmanager
+    def _map_errors(self) -> Iterator[None]:
+        name = self.spec.name
+        try:
+            yield
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"upstream {name!r} did not answer within {self.spec.call_timeout_s:g}s", upstream=name
+            ) from None
+        except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:
+                self._mark_dead("connection closed")
+                raise UpstreamUnavailable(f"upstream {name!r} closed the connection", upstream=name) from exc
+            if exc.code == REQUEST_TIMEOUT:
+                raise UpstreamTimeout(f"upstream {name!r} timed out", upstream=name) from exc
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            cause = _describe(exc)
+            self._mark_dead(cause)
+            raise UpstreamUnavailable(f"upstream {name!r} is unavailable ({cause})", upstream=name) from exc
+
+    async def tools(self, *, refresh: bool = False) -> dict[str, Tool]:
+        """The upstream's tools by name, listed once per connection and again on `refresh`."""
+        async with self._tools_lock:
+            if self._tools is None or refresh:
+                self._tools = {t.name: t for t in await self.call(_list_all_tools)}
+            return self._tools
+
+    def forget_tools(self) -> None:
+        """Drop the cached tool list (the upstream said it changed)."""
+        self._tools = None
+
+    def _mark_dead(self, cause: str) -> None:
+        self._last_error = cause
+        self._dead.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._dead.set()
+        self._wanted.set()
+
+
+async def _list_all_tools(client: Client) -> list[Tool]:
+    tools: list[Tool] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await client.session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+def _describe(exc: BaseException) -> str:
+    """A cause safe to show a caller: the kind of failure, never a URL, path or secret."""
+    if isinstance(exc, httpx2.ConnectError):
+        return "connection refused"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "network timeout"
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx2.TransportError):
+        return "network error"
+    if isinstance(exc, FileNotFoundError):
+        return "command not found"
+    if isinstance(exc, anyio.ClosedResourceError | anyio.BrokenResourceError | anyio.EndOfStream):
+        return "connection closed"
+    if isinstance(exc, MCPError):
+        return f"protocol error {exc.code}"
+    if isinstance(exc, BaseExceptionGroup):
+        return _describe(exc.exceptions[0])
+    if isinstance(exc, OSError):
+        return f"OS error {exc.errno}" if exc.errno else "OS error"
+    return type(exc).__name__
+
+
+class UpstreamPool:
+    """All upstream connections of one gateway process; `running()` owns their supervisor tasks."""
+
+    def __init__(self, specs: list[UpstreamSpec], *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.connections = {s.name: UpstreamConnection(s, clock=clock) for s in specs}
+
+    def get(self, name: str) -> UpstreamConnection:
+        return self.connections[name]
+
+    def statuses(self) -> list[UpstreamStatus]:
+        return [c.status() for c in self.connections.values()]
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[UpstreamPool]:
+        async with anyio.create_task_group() as tg:
+            self._start_all(tg)
+            try:
+                yield self
+            finally:
+                for conn in self.connections.values():
+                    conn.stop()
+                tg.cancel_scope.cancel()
+
+    def _start_all(self, tg: TaskGroup) -> None:
+        for conn in self.connections.values():
+            tg.start_soon(conn.run, name=f"upstream:{conn.spec.name}")
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Public form of the safe-cause helper, for callers that report upstream failures themselves."""
+    return _describe(exc)
+

@@ -1,0 +1,442 @@
+"""A virtual MCP server: one endpoint that aggregates and forwards the capabilities of several upstreams.
+
+Built on the SDK's low-level `Server`, whose handlers are evaluated per request, so the catalog is
+always computed from live upstream state. Lists fan out to every upstream concurrently and leave out
+(and log) an upstream that fails; a call goes to exactly one upstream and a failure names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import anyio
+import structlog
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
+from mcp import Client
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.lowlevel.server import InitializationOptions
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import (
+    CallToolRequestParams,
+    CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    CreateMessageResult,
+    ElicitResult,
+    EmptyResult,
+    GetPromptRequestParams,
+    GetPromptResult,
+    InputRequiredResult,
+    ListPromptsResult,
+    ListResourcesResult,
+    ListResourceTemplatesResult,
+    ListRootsResult,
+    ListToolsResult,
+    PaginatedRequestParams,
+    Prompt,
+    PromptReference,
+    ReadResourceRequestParams,
+    ReadResourceResult,
+    Resource,
+    ResourceTemplate,
+    SubscribeRequestParams,
+    TextContent,
+    Tool,
+    UnsubscribeRequestParams,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from adapters.mcp.errors import to_mcp_error
+from adapters.mcp.naming import Namespacing, Origin, ToolSelection, expose, split
+from adapters.mcp.pool import MAX_PAGES, UpstreamConnection
+from adapters.mcp.routing import ResourceRoutes
+from gateway.errors import GatewayError, UnknownPrompt, UnknownResource, UnknownTool
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Ctx = Any
+"""The SDK's `ServerRequestContext`; its generics add nothing for us."""
+
+INPUT_RESULT_TYPES: Final[Mapping[str, type[Any]]] = {
+    "elicitation/create": ElicitResult,
+    "sampling/createMessage": CreateMessageResult,
+    "roots/list": ListRootsResult,
+}
+"""Result models of the server->client requests an upstream may embed in an `InputRequiredResult`."""
+
+MAX_INPUT_ROUNDS: Final = 8
+"""Most input rounds the gateway drives for a handshake-era caller before giving up."""
+
+
+class _FederatingServer(Server[Any]):
+    """The low-level server, advertising `listChanged` to handshake-era clients (we relay upstream changes)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        options = notification_options or NotificationOptions(True, True, True)
+        return super().create_initialization_options(options, experimental_capabilities, extensions)
+
+
+class VirtualServer:
+    """The MCP endpoint `/mcp/<name>`: a selection of upstream tools, resources and prompts."""
+
+    def __init__(
+        self,
+        name: str,
+        connections: Sequence[UpstreamConnection],
+        *,
+        selection: ToolSelection,
+        namespacing: Namespacing,
+        max_body_bytes: int,
+        security: TransportSecuritySettings | None,
+        version: str,
+    ) -> None:
+        self.name = name
+        self._conns = {c.spec.name: c for c in connections}
+        self._selection = selection
+        self._namespacing: Namespacing = namespacing
+        self._exposed: dict[str, tuple[str, Tool]] = {}
+        self._validators: dict[tuple[str, str], tuple[Tool, Validator]] = {}
+        self._routes = ResourceRoutes.build([], [])
+        self.server = _FederatingServer(
+            f"interlink/{name}",
+            version=version,
+            instructions=f"Interlink virtual MCP server {name!r}: tools of {', '.join(self._conns)}.",
+            get_tool_input_schema=self._input_schema,
+            on_list_tools=self._translating(self._list_tools),
+            on_call_tool=self._translating(self._call_tool),
+            on_list_resources=self._translating(self._list_resources),
+            on_list_resource_templates=self._translating(self._list_resource_templates),
+            on_read_resource=self._translating(self._read_resource),
+            on_subscribe_resource=self._translating(self._subscribe),
+            on_unsubscribe_resource=self._translating(self._unsubscribe),
+            on_list_prompts=self._translating(self._list_prompts),
+            on_get_prompt=self._translating(self._get_prompt),
+            on_completion=self._translating(self._complete),
+        )
+        self.manager = StreamableHTTPSessionManager(
+            app=self.server, security_settings=security, max_request_body_size=max_body_bytes
+        )
+        self.asgi = StreamableHTTPASGIApp(self.manager)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _translating(
+        handler: Callable[[Ctx, Any], Awaitable[T]],
+    ) -> Callable[[Ctx, Any], Awaitable[T]]:
+        """Turn our GatewayErrors into JSON-RPC errors; an upstream's own MCPError passes through."""
+
+        async def wrapped(ctx: Ctx, params: Any) -> T:
+            try:
+                return await handler(ctx, params)
+            except GatewayError as exc:
+                log.info("mcp_request_failed", virtual=ctx.method, reason=exc.reason, **exc.detail)
+                raise to_mcp_error(exc) from None
+
+        return wrapped
+
+    async def _each(
+        self, op: Callable[[UpstreamConnection], Awaitable[T]]
+    ) -> list[tuple[str, T]]:
+        """Run `op` on every upstream concurrently; failed upstreams are logged and left out."""
+        results: dict[str, T] = {}
+
+        async def one(conn: UpstreamConnection) -> None:
+            try:
+                results[conn.spec.name] = await op(conn)
+            except (GatewayError, MCPError) as exc:
+                log.warning("upstream_left_out_of_list", upstream=conn.spec.name, cause=str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for conn in self._conns.values():
+                tg.start_soon(one, conn)
+        return [(n, results[n]) for n in self._conns if n in results]
+
+    # -- tools ------------------------------------------------------------------------------------
+
+    async def _list_tools(self, ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
+        per_upstream = await self._each(lambda c: c.tools(refresh=True))
+        exposed: dict[str, tuple[str, Tool]] = {}
+        for upstream, tools in per_upstream:
+            for tool in tools.values():
+                origin = Origin(upstream, tool.name)
+                if not self._selection.selects(origin):
+                    continue
+                name = expose(origin, self._namespacing)
+                if name in exposed:
+                    log.warning("tool_name_clash_hidden", tool=name, kept=exposed[name][0], hidden=upstream)
+                    continue
+                exposed[name] = (upstream, tool)
+        self._exposed = exposed
+        return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, (_u, t) in exposed.items()])
+
+    def _input_schema(self, exposed: str) -> Mapping[str, Any] | None:
+        found = self._exposed.get(exposed)
+        return found[1].input_schema if found else None
+
+    async def _origin(self, exposed: str) -> Origin | None:
+        if self._namespacing == "prefix":
+            return split(exposed)
+        if exposed not in self._exposed:
+            await self._list_tools(None, None)
+        found = self._exposed.get(exposed)
+        return Origin(found[0], found[1].name) if found else None
+
+    async def _resolve_tool(self, exposed: str) -> tuple[UpstreamConnection, Tool]:
+        origin = await self._origin(exposed)
+        if origin is None or origin.upstream not in self._conns or not self._selection.selects(origin):
+            raise UnknownTool(f"unknown tool {exposed!r} on virtual server {self.name!r}")
+        conn = self._conns[origin.upstream]
+        tool = (await conn.tools()).get(origin.name) or (await conn.tools(refresh=True)).get(origin.name)
+        if tool is None:
+            raise UnknownTool(f"unknown tool {exposed!r} on virtual server {self.name!r}")
+        return conn, tool
+
+    def _argument_errors(self, upstream: str, tool: Tool, arguments: Mapping[str, Any]) -> list[str]:
+        cached = self._validators.get((upstream, tool.name))
+        if cached is None or cached[0] is not tool:
+            cls = validator_for(tool.input_schema, default=Draft202012Validator)
+            cached = (tool, cls(tool.input_schema))
+            self._validators[(upstream, tool.name)] = cached
+        errors = sorted(cached[1].iter_errors(arguments), key=lambda e: list(e.absolute_path))
+        return [f"{e.json_path}: {e.message}" for e in errors[:10]]
+
+    async def _call_tool(
+        self, ctx: Ctx, params: CallToolRequestParams
+    ) -> CallToolResult | InputRequiredResult:
+        conn, tool = await self._resolve_tool(params.name)
+        arguments = params.arguments or {}
+        problems = self._argument_errors(conn.spec.name, tool, arguments)
+        if problems:
+            # MCP 2025-11-25 "Tools" §Error Handling: input validation errors are tool execution
+            # errors (isError), so the model can read them and correct its call.
+            text = f"Invalid arguments for tool {params.name!r}: " + "; ".join(problems)
+            return CallToolResult(
+                content=[TextContent(type="text", text=text)],
+                is_error=True,
+                structured_content=None,
+                _meta={"io.interlink/reason": "invalid_arguments"},
+            )
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(value, total, message)
+
+        async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
+            async def op(client: Client) -> CallToolResult | InputRequiredResult:
+                result = await client.session.call_tool(
+                    tool.name,
+                    arguments,
+                    progress_callback=progress,
+                    input_responses=responses,
+                    request_state=state,
+                    allow_input_required=True,
+                )
+                assert isinstance(result, CallToolResult | InputRequiredResult)
+                return result
+
+            return await conn.call(op)
+
+        result = await send(params.input_responses, params.request_state)
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return result  # the caller answers the input requests and retries with them (pass-through)
+        return await self._drive_input_rounds(ctx, result, send)
+
+    async def _drive_input_rounds(
+        self,
+        ctx: Ctx,
+        result: CallToolResult | InputRequiredResult,
+        send: Callable[[Any, str | None], Awaitable[CallToolResult | InputRequiredResult]],
+    ) -> CallToolResult:
+        """Handshake-era caller: ask it each embedded question as a real server->client request."""
+        for _ in range(MAX_INPUT_ROUNDS):
+            if isinstance(result, CallToolResult):
+                return result
+            answers: dict[str, Any] = {}
+            for key, request in (result.input_requests or {}).items():
+                answers[key] = await ctx.session.send_request(
+                    request,
+                    INPUT_RESULT_TYPES[request.method],
+                    metadata=ServerMessageMetadata(related_request_id=ctx.request_id),
+                )
+            result = await send(answers, result.request_state)
+        if isinstance(result, CallToolResult):
+            return result
+        raise MCPError(-32603, f"upstream asked for input more than {MAX_INPUT_ROUNDS} times")
+
+    # -- resources --------------------------------------------------------------------------------
+
+    async def _refresh_resources(self) -> tuple[list[Resource], list[ResourceTemplate]]:
+        async def resources(conn: UpstreamConnection) -> list[Resource]:
+            return await conn.call(_all_resources)
+
+        async def templates(conn: UpstreamConnection) -> list[ResourceTemplate]:
+            return await conn.call(_all_templates)
+
+        listed = await self._each(resources)
+        templated = await self._each(templates)
+        self._routes = ResourceRoutes.build(
+            [(u, [r.uri for r in rs]) for u, rs in listed],
+            [(u, [t.uri_template for t in ts]) for u, ts in templated],
+        )
+        seen: set[str] = set()
+        out: list[Resource] = []
+        for _u, rs in listed:
+            for r in rs:
+                if r.uri not in seen:
+                    seen.add(r.uri)
+                    out.append(r)
+        unique = {t.uri_template: t for _u, ts in reversed(templated) for t in ts}
+        return out, [unique[k] for k in dict.fromkeys(t.uri_template for _u, ts in templated for t in ts)]
+
+    async def _list_resources(self, ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourcesResult:
+        resources, _templates = await self._refresh_resources()
+        return ListResourcesResult(resources=resources)
+
+    async def _list_resource_templates(
+        self, ctx: Ctx, params: PaginatedRequestParams | None
+    ) -> ListResourceTemplatesResult:
+        _resources, templates = await self._refresh_resources()
+        return ListResourceTemplatesResult(resource_templates=templates)
+
+    async def _resource_owner(self, uri: str) -> UpstreamConnection:
+        owner = self._routes.owner(uri)
+        if owner is None:
+            await self._refresh_resources()
+            owner = self._routes.owner(uri)
+        if owner is None:
+            raise UnknownResource(f"no upstream of virtual server {self.name!r} serves resource {uri!r}", uri=uri)
+        return self._conns[owner]
+
+    async def _read_resource(
+        self, ctx: Ctx, params: ReadResourceRequestParams
+    ) -> ReadResourceResult | InputRequiredResult:
+        conn = await self._resource_owner(params.uri)
+
+        async def op(client: Client) -> ReadResourceResult:
+            return await client.session.read_resource(params.uri)
+
+        return await conn.call(op)
+
+    async def _subscribe(self, ctx: Ctx, params: SubscribeRequestParams) -> EmptyResult:
+        conn = await self._resource_owner(params.uri)
+
+        async def op(client: Client) -> EmptyResult:
+            return await client.session.subscribe_resource(params.uri)
+
+        return await conn.call(op)
+
+    async def _unsubscribe(self, ctx: Ctx, params: UnsubscribeRequestParams) -> EmptyResult:
+        conn = await self._resource_owner(params.uri)
+
+        async def op(client: Client) -> EmptyResult:
+            return await client.session.unsubscribe_resource(params.uri)
+
+        return await conn.call(op)
+
+    # -- prompts and completion -------------------------------------------------------------------
+
+    async def _list_prompts(self, ctx: Ctx, params: PaginatedRequestParams | None) -> ListPromptsResult:
+        per_upstream = await self._each(lambda c: c.call(_all_prompts))
+        out: dict[str, Prompt] = {}
+        for upstream, prompts in per_upstream:
+            for prompt in prompts:
+                out.setdefault(expose(Origin(upstream, prompt.name), self._namespacing), prompt)
+        return ListPromptsResult(prompts=[p.model_copy(update={"name": n}) for n, p in out.items()])
+
+    async def _prompt_origin(self, exposed: str) -> Origin:
+        if self._namespacing == "prefix":
+            origin = split(exposed)
+        else:
+            per_upstream = await self._each(lambda c: c.call(_all_prompts))
+            owners = [u for u, ps in per_upstream if any(p.name == exposed for p in ps)]
+            origin = Origin(owners[0], exposed) if owners else None
+        if origin is None or origin.upstream not in self._conns:
+            raise UnknownPrompt(f"unknown prompt {exposed!r} on virtual server {self.name!r}")
+        return origin
+
+    async def _get_prompt(
+        self, ctx: Ctx, params: GetPromptRequestParams
+    ) -> GetPromptResult | InputRequiredResult:
+        origin = await self._prompt_origin(params.name)
+
+        async def op(client: Client) -> GetPromptResult:
+            return await client.session.get_prompt(origin.name, params.arguments)
+
+        return await self._conns[origin.upstream].call(op)
+
+    async def _complete(self, ctx: Ctx, params: CompleteRequestParams) -> CompleteResult:
+        ref = params.ref
+        if isinstance(ref, PromptReference):
+            origin = await self._prompt_origin(ref.name)
+            conn = self._conns[origin.upstream]
+            ref = ref.model_copy(update={"name": origin.name})
+        else:
+            owner = self._routes.template_owner(ref.uri)
+            if owner is None:
+                await self._refresh_resources()
+                owner = self._routes.template_owner(ref.uri)
+            if owner is None:
+                raise UnknownResource(f"no upstream serves resource template {ref.uri!r}", uri=ref.uri)
+            conn = self._conns[owner]
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context else None
+
+        async def op(client: Client) -> CompleteResult:
+            return await client.session.complete(ref, argument, context)
+
+        return await conn.call(op)
+
+
+async def _all_resources(client: Client) -> list[Resource]:
+    if client.server_capabilities.resources is None:
+        return []
+    out: list[Resource] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await client.session.list_resources(params=_page(cursor))
+        out.extend(page.resources)
+        if not (cursor := page.next_cursor):
+            break
+    return out
+
+
+async def _all_templates(client: Client) -> list[ResourceTemplate]:
+    if client.server_capabilities.resources is None:
+        return []
+    out: list[ResourceTemplate] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await client.session.list_resource_templates(params=_page(cursor))
+        out.extend(page.resource_templates)
+        if not (cursor := page.next_cursor):
+            break
+    return out
+
+
+async def _all_prompts(client: Client) -> list[Prompt]:
+    if client.server_capabilities.prompts is None:
+        return []
+    out: list[Prompt] = []
+    cursor: str | None = None
+    for _ in range(MAX_PAGES):
+        page = await client.session.list_prompts(params=_page(cursor))
+        out.extend(page.prompts)
+        if not (cursor := page.next_cursor):
+            break
+    return out
+
+
+def _page(cursor: str | None) -> PaginatedRequestParams | None:
+    return PaginatedRequestParams(cursor=cursor) if cursor else None

@@ -1,0 +1,121 @@
+"""`create_app(settings)`: the gateway's ASGI application, wired from one settings object.
+
+Routes: `/` (an index of what is served), `/healthz`, `/readyz`, and `/mcp/<virtual>` for every virtual
+MCP server. The lifespan starts the upstream pool and each virtual server's session manager.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from adapters.mcp.errors import REASON_CODES
+from adapters.mcp.naming import ToolSelection
+from adapters.mcp.pool import UpstreamPool
+from adapters.mcp.virtual import VirtualServer
+from gateway import __version__
+from gateway.settings import GatewaySettings
+from gateway.upstreams import build_spec
+
+
+def create_app(settings: GatewaySettings, *, pool: UpstreamPool | None = None) -> Starlette:
+    """Build the gateway. `pool` is a seam for tests; by default it is built from `settings.upstreams`."""
+    pool = pool or UpstreamPool([build_spec(u) for u in settings.upstreams])
+    security = _transport_security(settings.listen.host)
+    virtuals = {
+        v.name: VirtualServer(
+            v.name,
+            [pool.get(u) for u in v.upstreams],
+            selection=ToolSelection(v.tools.include, v.tools.exclude),
+            namespacing=v.namespacing,
+            max_body_bytes=settings.limits.max_body_bytes,
+            security=security,
+            version=__version__,
+        )
+        for v in settings.virtual_servers
+    }
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(pool.running())
+            for v in virtuals.values():
+                await stack.enter_async_context(v.manager.run())
+            yield
+
+    async def index(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "name": "interlink",
+                "version": __version__,
+                "mcp": {name: f"/mcp/{name}" for name in virtuals},
+                "health": "/healthz",
+                "ready": "/readyz",
+            }
+        )
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        statuses = [asdict(s) for s in pool.statuses()]
+        down = [s["name"] for s in statuses if s["state"] in ("backoff", "starting", "stopped")]
+        strict = request.query_params.get("strict") in ("1", "true")
+        body = {"status": "degraded" if down else "ok", "upstreams": statuses}
+        return JSONResponse(body, status_code=503 if (down and strict) else 200)
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/mcp/{virtual}", McpEndpoint(virtuals), methods=["GET", "POST", "DELETE"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+class McpEndpoint:
+    """Dispatches `/mcp/<virtual>` to that virtual server's streamable-HTTP app; 404 for unknown names."""
+
+    def __init__(self, virtuals: Mapping[str, VirtualServer]) -> None:
+        self._virtuals = virtuals
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path_params"]["virtual"]
+        virtual = self._virtuals.get(name)
+        if virtual is None:
+            response = jsonrpc_error_response("unknown_virtual_server", f"no virtual MCP server named {name!r}")
+            await response(scope, receive, send)
+            return
+        await virtual.asgi(scope, receive, send)
+
+
+def jsonrpc_error_response(reason: str, message: str, request_id: Any = None) -> JSONResponse:
+    """A JSON-RPC error answered by the gateway itself, with the HTTP status of `reason`."""
+    code, status = REASON_CODES[reason]
+    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message, "data": {"reason": reason}}}
+    return JSONResponse(body, status_code=status)
+
+
+def _transport_security(host: str) -> TransportSecuritySettings | None:
+    """On a loopback listener, only loopback Host/Origin headers are accepted (DNS-rebinding defence)."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost"],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+    )

@@ -1,0 +1,260 @@
+"""The one configuration model of the gateway, loaded from `interlink.yaml` and the environment.
+
+Owns validation and precise error messages for the config; imports nothing from the rest of the gateway.
+Sources, highest priority first: constructor keywords, `INTERLINK_*` environment variables (nested keys
+with `__`, e.g. `INTERLINK_LISTEN__PORT=9000`), then the YAML file. Unknown keys are errors, so a typo
+fails at start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX: Final = "INTERLINK_"
+"""Environment variables with this prefix override the file (nested keys joined by `__`)."""
+
+NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]*$"
+"""Upstream and virtual-server names: lowercase, digits, `-` and `_`, but never `__` (the namespace separator)."""
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and what was expected."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """A secret read at start-up from exactly one place; the value never appears in a repr or a log."""
+
+    env: str | None = None
+    file: Path | None = None
+    value: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "value") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'env', 'file' or 'value'")
+        return self
+
+    def resolve(self, environ: dict[str, str] | None = None) -> str:
+        """Read the secret now; raises ConfigError naming the variable or file, never the value."""
+        if self.value is not None:
+            return self.value.get_secret_value()
+        if self.env is not None:
+            found = (environ if environ is not None else dict(os.environ)).get(self.env)
+            if found is None:
+                raise ConfigError(f"environment variable {self.env} is not set")
+            return found
+        assert self.file is not None
+        try:
+            return self.file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}") from None
+
+
+class ListenSettings(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class LimitSettings(_Model):
+    max_body_bytes: int = Field(1_048_576, gt=0, le=64 * 1_048_576)
+    """Largest accepted request body on any MCP endpoint; larger bodies get HTTP 413."""
+
+
+def _no_separator(name: str) -> str:
+    if "__" in name:
+        raise ValueError("must not contain '__' (it separates upstream and tool names)")
+    return name
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=48), AfterValidator(_no_separator)]
+
+
+class _UpstreamBase(_Model):
+    name: Name
+    call_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """How long one forwarded request may take before the caller gets `upstream_timeout`."""
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    """How long starting (stdio) or first contact (http) may take."""
+    trust_new_tools: bool = True
+    """Reserved for tool pinning: whether tools that appear later are served without approval."""
+
+
+class StdioUpstream(_UpstreamBase):
+    """An MCP server the gateway runs as a child process and speaks to over stdin/stdout."""
+
+    transport: Literal["stdio"]
+    command: str
+    args: list[str] = []
+    env: dict[str, str | SecretRef] = {}
+    """Extra environment for the child (it also inherits PATH and HOME only, never our secrets)."""
+    cwd: Path | None = None
+    start: Literal["lazy", "eager"] = "lazy"
+    """`eager` starts the process with the gateway; `lazy` on the first request that needs it."""
+    restart_backoff_s: float = Field(0.5, gt=0, le=60)
+    """First delay before restarting a dead process; doubles per failure up to `restart_backoff_max_s`."""
+    restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)
+
+
+class HttpUpstream(_UpstreamBase):
+    """An MCP server reached over streamable HTTP."""
+
+    transport: Literal["http"]
+    url: str
+    headers: dict[str, str | SecretRef] = {}
+    """Headers sent on every request; use `{env: NAME}` or `{file: PATH}` for credentials."""
+    start: Literal["lazy", "eager"] = "eager"
+    restart_backoff_s: float = Field(0.5, gt=0, le=60)
+    restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+
+class BuiltinUpstream(_UpstreamBase):
+    """A server that ships inside Interlink (today: `demo`, the example enterprise directory and ticket desk)."""
+
+    transport: Literal["builtin"]
+    server: Literal["demo"] = "demo"
+    start: Literal["lazy", "eager"] = "eager"
+    restart_backoff_s: float = Field(0.5, gt=0, le=60)
+    restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)
+
+
+UpstreamSettings = Annotated[StdioUpstream | HttpUpstream | BuiltinUpstream, Field(discriminator="transport")]
+
+
+class ToolFilter(_Model):
+    """Glob patterns over `upstream/tool` (the name before namespacing); exclude wins over include."""
+
+    include: list[str] = ["*"]
+    exclude: list[str] = []
+
+
+class VirtualServerSettings(_Model):
+    """A named selection of upstream capabilities, served at `/mcp/<name>`."""
+
+    name: Name
+    upstreams: list[Name] = Field(min_length=1)
+    tools: ToolFilter = ToolFilter()
+    namespacing: Literal["prefix", "none"] = "prefix"
+    """`prefix`: tools and prompts are exposed as `<upstream>__<name>`; `none`: names pass unchanged and
+    on a clash the upstream listed first wins (the others' copies are hidden and logged)."""
+    public: bool = True
+    """Reachable without a token. Until identity lands every virtual server is public."""
+
+
+class LoggingSettings(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class GatewaySettings(BaseSettings):
+    """Everything the gateway needs to start; see `examples/*.yaml` for annotated files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid", yaml_file=None
+    )
+
+    listen: ListenSettings = ListenSettings()
+    limits: LimitSettings = LimitSettings()
+    upstreams: list[UpstreamSettings] = []
+    virtual_servers: list[VirtualServerSettings] = []
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewaySettings:
+        names = [u.name for u in self.upstreams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {', '.join(dupes)}")
+        vnames = [v.name for v in self.virtual_servers]
+        vdupes = sorted({n for n in vnames if vnames.count(n) > 1})
+        if vdupes:
+            raise ValueError(f"virtual server names must be unique; repeated: {', '.join(vdupes)}")
+        for v in self.virtual_servers:
+            unknown = [u for u in v.upstreams if u not in names]
+            if unknown:
+                raise ValueError(f"virtual server {v.name!r} names unknown upstream(s): {', '.join(unknown)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def load_settings(path: Path | None) -> GatewaySettings:
+    """Read `path` (YAML) plus `INTERLINK_*` env vars; raise ConfigError with file, key path and expectation."""
+    if path is None:
+        return _validated(GatewaySettings, None)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+
+    class _FromFile(GatewaySettings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    return _validated(_FromFile, path)
+
+
+def _validated(cls: type[GatewaySettings], path: Path | None) -> GatewaySettings:
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, path)) from None
+
+
+def describe_errors(exc: ValidationError, path: Path | None) -> str:
+    """One line per problem: `file: key.path: what was expected (got X)`; secrets are never echoed."""
+    source = str(path) if path is not None else "configuration"
+    lines = [f"{source}: {exc.error_count()} problem(s) (environment variables {ENV_PREFIX}* override the file)"]
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or "(top level)"
+        got = _safe_input(err.get("input"), loc)
+        lines.append(f"  {loc}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in {"stdio", "http", "builtin", "str", "SecretRef"}
+
+
+def _safe_input(value: Any, loc: str) -> str:
+    if any(word in loc.lower() for word in ("secret", "value", "header", "env", "token", "password")):
+        return ""
+    if isinstance(value, str | int | float | bool) and len(repr(value)) < 80:
+        return f" (got {value!r})"
+    return ""

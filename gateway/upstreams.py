@@ -1,0 +1,71 @@
+"""Turns the upstream section of the settings into pool specs: secrets resolved, clients ready to build.
+
+Secrets are read here, once, at start-up; a missing variable or file fails start-up (and
+`interlink check`) with its name, never its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from mcp import Client
+
+from adapters.mcp.clients import http_client, inprocess_client, stdio_client
+from adapters.mcp.pool import UpstreamSpec
+from gateway import __version__
+from gateway.demo import build_demo_server
+from gateway.settings import (
+    BuiltinUpstream,
+    ConfigError,
+    HttpUpstream,
+    SecretRef,
+    StdioUpstream,
+    UpstreamSettings,
+)
+
+
+def resolve_values(values: Mapping[str, str | SecretRef], where: str) -> dict[str, str]:
+    """Literal strings pass; SecretRefs are read now. Errors name `where` and the key, not the value."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, SecretRef):
+            try:
+                out[key] = value.resolve()
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{key}: {exc}") from None
+        else:
+            out[key] = value
+    return out
+
+
+def build_spec(upstream: UpstreamSettings) -> UpstreamSpec:
+    """The pool spec for one configured upstream."""
+    connect = _connector(upstream)
+    return UpstreamSpec(
+        name=upstream.name,
+        connect=connect,
+        eager=upstream.start == "eager",
+        call_timeout_s=upstream.call_timeout_s,
+        connect_timeout_s=upstream.connect_timeout_s,
+        backoff_s=upstream.restart_backoff_s,
+        backoff_max_s=upstream.restart_backoff_max_s,
+    )
+
+
+def _connector(upstream: UpstreamSettings) -> Callable[[], Client]:
+    where = f"upstreams.{upstream.name}"
+    if isinstance(upstream, StdioUpstream):
+        env = resolve_values(upstream.env, f"{where}.env")
+        return lambda: stdio_client(upstream.command, upstream.args, env, upstream.cwd, version=__version__)
+    if isinstance(upstream, HttpUpstream):
+        headers = resolve_values(upstream.headers, f"{where}.headers")
+        return lambda: http_client(
+            upstream.url,
+            headers,
+            connect_timeout_s=upstream.connect_timeout_s,
+            call_timeout_s=upstream.call_timeout_s,
+            version=__version__,
+        )
+    assert isinstance(upstream, BuiltinUpstream)
+    demo = build_demo_server()
+    return lambda: inprocess_client(demo, version=__version__)
