@@ -1,0 +1,99 @@
+"""Shared test helpers: run ASGI apps under uvicorn on ephemeral loopback ports, and build gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+
+T = TypeVar("T")
+
+UPSTREAM_SERVER = Path(__file__).parent / "upstream_server.py"
+"""Our small test MCP server (stdio by default, `--http PORT` for HTTP)."""
+
+
+@asynccontextmanager
+async def serve(app: ASGIApp) -> AsyncIterator[str]:
+    """Run `app` under uvicorn on an ephemeral loopback port; yield its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+
+    async def run(sock: socket.socket) -> None:
+        try:
+            await server.serve(sockets=[sock])
+        except SystemExit as exc:  # uvicorn calls sys.exit() when startup fails
+            raise RuntimeError(f"uvicorn failed to start (exit code {exc.code})") from None
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        task = asyncio.create_task(run(sock))
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.01)
+            host, port = sock.getsockname()
+            yield f"http://{host}:{port}"
+        finally:
+            server.should_exit = True
+            async with asyncio.timeout(10):
+                await task
+
+
+@asynccontextmanager
+async def gateway(**settings: Any) -> AsyncIterator[str]:
+    """A gateway built from `GatewaySettings(**settings)`, served on loopback; yields its base URL."""
+    async with serve(create_app(GatewaySettings(**settings))) as url:
+        yield url
+
+
+def stdio_upstream(name: str, *extra_args: str, **options: Any) -> dict[str, Any]:
+    """Config for our test server as a stdio child process."""
+    return {
+        "name": name,
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": [str(UPSTREAM_SERVER), *extra_args],
+        **options,
+    }
+
+
+@asynccontextmanager
+async def hold(cm: AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """Enter and exit `cm` in one dedicated task, so an async fixture may hold an anyio context.
+
+    pytest-asyncio may run a fixture's setup and teardown in different tasks, which anyio cancel
+    scopes (inside every MCP client) forbid.
+    """
+    entered: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def owner() -> None:
+        try:
+            async with cm as value:
+                entered.set_result(value)
+                await release.wait()
+        except BaseException as exc:
+            if not entered.done():
+                entered.set_exception(exc)
+            raise
+
+    task = asyncio.create_task(owner())
+    try:
+        async with asyncio.timeout(30):
+            value = await entered
+        yield value
+    finally:
+        release.set()
+        async with asyncio.timeout(30):
+            await task
