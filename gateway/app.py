@@ -10,7 +10,6 @@ import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
-from typing import Any
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -19,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from adapters.mcp.errors import REASON_CODES
+from adapters.mcp.guard import send_error
 from adapters.mcp.naming import ToolSelection
 from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
@@ -93,17 +92,9 @@ class McpEndpoint:
         name = scope["path_params"]["virtual"]
         virtual = self._virtuals.get(name)
         if virtual is None:
-            response = jsonrpc_error_response("unknown_virtual_server", f"no virtual MCP server named {name!r}")
-            await response(scope, receive, send)
+            await send_error(send, "unknown_virtual_server", f"no virtual MCP server named {name!r}")
             return
         await virtual.asgi(scope, receive, send)
-
-
-def jsonrpc_error_response(reason: str, message: str, request_id: Any = None) -> JSONResponse:
-    """A JSON-RPC error answered by the gateway itself, with the HTTP status of `reason`."""
-    code, status = REASON_CODES[reason]
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message, "data": {"reason": reason}}}
-    return JSONResponse(body, status_code=status)
 
 
 def _transport_security(host: str) -> TransportSecuritySettings | None:

@@ -53,6 +53,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from adapters.mcp.errors import to_mcp_error
+from adapters.mcp.guard import McpRequestGuard
 from adapters.mcp.naming import Namespacing, Origin, ToolSelection, expose, split
 from adapters.mcp.pool import MAX_PAGES, UpstreamConnection
 from adapters.mcp.routing import ResourceRoutes
@@ -128,7 +129,7 @@ class VirtualServer:
         self.manager = StreamableHTTPSessionManager(
             app=self.server, security_settings=security, max_request_body_size=max_body_bytes
         )
-        self.asgi = StreamableHTTPASGIApp(self.manager)
+        self.asgi = McpRequestGuard(StreamableHTTPASGIApp(self.manager), max_body_bytes)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
