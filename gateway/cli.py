@@ -33,9 +33,11 @@ EPILOG = textwrap.dedent(
 
 def demo_settings() -> GatewaySettings:
     """The built-in demo: the in-process directory and ticket desk, served as virtual server `demo`."""
-    return GatewaySettings(
-        upstreams=[{"name": "demo", "transport": "builtin"}],
-        virtual_servers=[{"name": "demo", "upstreams": ["demo"]}],
+    return GatewaySettings.model_validate(
+        {
+            "upstreams": [{"name": "demo", "transport": "builtin"}],
+            "virtual_servers": [{"name": "demo", "upstreams": ["demo"], "public": True}],
+        }
     )
 
 

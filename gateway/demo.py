@@ -107,8 +107,12 @@ def build_demo_server() -> MCPServer:
         log_level="WARNING",
     )
     desk = TicketDesk()
-    by_id = {p.employee_id: p for p in PEOPLE}
+    _add_tools(server, desk)
+    _add_resources_and_prompts(server, desk)
+    return server
 
+
+def _add_tools(server: MCPServer, desk: TicketDesk) -> None:
     @server.tool()
     def lookup_person(query: str) -> list[Person]:
         """Find people in the company directory by name, email, department or employee id."""
@@ -137,6 +141,10 @@ def build_demo_server() -> MCPServer:
             await ctx.report_progress(i + 1, batches, f"batch {i + 1} of {batches}")
         return {"exported": len(PEOPLE), "batches": batches}
 
+
+def _add_resources_and_prompts(server: MCPServer, desk: TicketDesk) -> None:
+    by_id = {p.employee_id: p for p in PEOPLE}
+
     @server.resource("directory://people/{employee_id}", mime_type="application/json")
     def person(employee_id: str) -> str:
         """One directory entry as JSON."""
@@ -154,7 +162,6 @@ def build_demo_server() -> MCPServer:
         """Ask the model to triage a ticket."""
         return f"Triage helpdesk ticket {ticket_id}: read it, set a priority and suggest an owner."
 
-    @server.completion()
     async def complete(
         ref: PromptReference | ResourceTemplateReference,
         argument: CompletionArgument,
@@ -164,12 +171,14 @@ def build_demo_server() -> MCPServer:
             return Completion(values=[i for i in by_id if i.startswith(argument.value)])
         return None
 
-    return server
+    server.completion()(complete)  # type: ignore[no-untyped-call]  # the SDK's decorator is untyped
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway.demo", description=__doc__)
-    parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp")
+    parser.add_argument(
+        "--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT/mcp"
+    )
     args = parser.parse_args(argv)
     server = build_demo_server()
     if args.http is not None:

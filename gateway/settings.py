@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,7 +35,7 @@ ENV_PREFIX: Final = "INTERLINK_"
 """Environment variables with this prefix override the file (nested keys joined by `__`)."""
 
 NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]*$"
-"""Upstream and virtual-server names: lowercase, digits, `-` and `_`, but never `__` (the namespace separator)."""
+"""Upstream and virtual-server names: lowercase, digits, `-`, `_`; never `__` (the namespace separator)."""
 
 
 class ConfigError(Exception):
@@ -92,6 +101,8 @@ class _UpstreamBase(_Model):
     """How long one forwarded request may take before the caller gets `upstream_timeout`."""
     connect_timeout_s: float = Field(10.0, gt=0, le=600)
     """How long starting (stdio) or first contact (http) may take."""
+    protocol: Literal["auto", "legacy"] = "auto"
+    """`auto` negotiates 2026-07-28 and falls back to the 2025-11-25 handshake; `legacy` always handshakes."""
     trust_new_tools: bool = True
     """Reserved for tool pinning: whether tools that appear later are served without approval."""
 
@@ -132,7 +143,7 @@ class HttpUpstream(_UpstreamBase):
 
 
 class BuiltinUpstream(_UpstreamBase):
-    """A server that ships inside Interlink (today: `demo`, the example enterprise directory and ticket desk)."""
+    """A server shipped inside Interlink (today: `demo`, the example enterprise directory and ticket desk)."""
 
     transport: Literal["builtin"]
     server: Literal["demo"] = "demo"
@@ -176,11 +187,11 @@ class GatewaySettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", frozen=True, extra="forbid", yaml_file=None
     )
 
-    listen: ListenSettings = ListenSettings()
-    limits: LimitSettings = LimitSettings()
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     upstreams: list[UpstreamSettings] = []
     virtual_servers: list[VirtualServerSettings] = []
-    logging: LoggingSettings = LoggingSettings()
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySettings:
@@ -211,7 +222,7 @@ class GatewaySettings(BaseSettings):
 
 
 def load_settings(path: Path | None) -> GatewaySettings:
-    """Read `path` (YAML) plus `INTERLINK_*` env vars; raise ConfigError with file, key path and expectation."""
+    """Read `path` (YAML) plus `INTERLINK_*` env vars; ConfigError names file, key path and expectation."""
     if path is None:
         return _validated(GatewaySettings, None)
     if not path.is_file():
@@ -240,7 +251,9 @@ def _validated(cls: type[GatewaySettings], path: Path | None) -> GatewaySettings
 def describe_errors(exc: ValidationError, path: Path | None) -> str:
     """One line per problem: `file: key.path: what was expected (got X)`; secrets are never echoed."""
     source = str(path) if path is not None else "configuration"
-    lines = [f"{source}: {exc.error_count()} problem(s) (environment variables {ENV_PREFIX}* override the file)"]
+    lines = [
+        f"{source}: {exc.error_count()} problem(s) (environment variables {ENV_PREFIX}* override the file)"
+    ]
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"] if not _is_union_tag(p)) or "(top level)"
         got = _safe_input(err.get("input"), loc)

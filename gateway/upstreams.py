@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from mcp import Client
+from mcp.client.session import MessageHandlerFnT
 
 from adapters.mcp.clients import http_client, inprocess_client, stdio_client
 from adapters.mcp.pool import UpstreamSpec
@@ -52,20 +53,30 @@ def build_spec(upstream: UpstreamSettings) -> UpstreamSpec:
     )
 
 
-def _connector(upstream: UpstreamSettings) -> Callable[[], Client]:
+def _connector(upstream: UpstreamSettings) -> Callable[[MessageHandlerFnT], Client]:
     where = f"upstreams.{upstream.name}"
     if isinstance(upstream, StdioUpstream):
         env = resolve_values(upstream.env, f"{where}.env")
-        return lambda: stdio_client(upstream.command, upstream.args, env, upstream.cwd, version=__version__)
+        return lambda on_message: stdio_client(
+            upstream.command,
+            upstream.args,
+            env,
+            upstream.cwd,
+            version=__version__,
+            mode=upstream.protocol,
+            on_message=on_message,
+        )
     if isinstance(upstream, HttpUpstream):
         headers = resolve_values(upstream.headers, f"{where}.headers")
-        return lambda: http_client(
+        return lambda on_message: http_client(
             upstream.url,
             headers,
             connect_timeout_s=upstream.connect_timeout_s,
             call_timeout_s=upstream.call_timeout_s,
             version=__version__,
+            mode=upstream.protocol,
+            on_message=on_message,
         )
     assert isinstance(upstream, BuiltinUpstream)
     demo = build_demo_server()
-    return lambda: inprocess_client(demo, version=__version__)
+    return lambda on_message: inprocess_client(demo, version=__version__, on_message=on_message)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +30,12 @@ def _ask(ctx: Context) -> Elicit[Confirm]:
 
 def build(marker_dir: Path | None = None) -> MCPServer:
     server = MCPServer("test-upstream", version="1.0", log_level="WARNING")
+    _add_plain_tools(server)
+    _add_lifecycle_tools(server, marker_dir)
+    return server
 
+
+def _add_plain_tools(server: MCPServer) -> None:
     @server.tool()
     def echo(text: str) -> str:
         """Return the text unchanged."""
@@ -47,6 +51,18 @@ def build(marker_dir: Path | None = None) -> MCPServer:
         """Add two integers."""
         return a + b
 
+    @server.tool()
+    async def delete_record(confirm: Annotated[Confirm, Resolve(_ask)]) -> str:
+        """Delete a record after asking the user (elicitation)."""
+        return "deleted" if confirm.ok else "kept"
+
+    @server.resource("test://readme")
+    def readme() -> str:
+        """A static resource."""
+        return "test upstream readme"
+
+
+def _add_lifecycle_tools(server: MCPServer, marker_dir: Path | None) -> None:
     @server.tool()
     async def slow(seconds: float, ctx: Context) -> str:
         """Sleep, reporting progress; writes a marker file if cancelled."""
@@ -85,18 +101,6 @@ def build(marker_dir: Path | None = None) -> MCPServer:
             await ctx.session.send_tool_list_changed()
         return f"added {name}"
 
-    @server.tool()
-    async def delete_record(confirm: Annotated[Confirm, Resolve(_ask)]) -> str:
-        """Delete a record after asking the user (elicitation)."""
-        return "deleted" if confirm.ok else "kept"
-
-    @server.resource("test://readme")
-    def readme() -> str:
-        """A static resource."""
-        return "test upstream readme"
-
-    return server
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -111,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

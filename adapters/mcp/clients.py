@@ -16,6 +16,7 @@ from typing import Any
 import httpx2
 from mcp import Client, StdioServerParameters
 from mcp.client._transport import TransportStreams
+from mcp.client.client import ConnectMode
 from mcp.client.session import ClientRequestContext, MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import (
@@ -29,19 +30,28 @@ from mcp.types import (
 )
 
 
-async def _decline_elicitation(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
-    return ErrorData(code=INTERNAL_ERROR, message="Interlink does not relay elicitation from handshake-era upstreams")
+async def _decline_elicitation(
+    context: ClientRequestContext, params: ElicitRequestParams
+) -> ElicitResult | ErrorData:
+    return ErrorData(
+        code=INTERNAL_ERROR, message="Interlink does not relay elicitation from handshake-era upstreams"
+    )
 
 
 async def _decline_sampling(
     context: ClientRequestContext, params: CreateMessageRequestParams
 ) -> CreateMessageResult | ErrorData:
-    return ErrorData(code=INTERNAL_ERROR, message="Interlink does not relay sampling from handshake-era upstreams")
+    return ErrorData(
+        code=INTERNAL_ERROR, message="Interlink does not relay sampling from handshake-era upstreams"
+    )
 
 
-def _client(server: Any, version: str, on_message: MessageHandlerFnT | None) -> Client:
+def _client(
+    server: Any, version: str, on_message: MessageHandlerFnT | None, mode: ConnectMode = "auto"
+) -> Client:
     return Client(
         server,
+        mode=mode,
         cache=None,
         client_info=Implementation(name="interlink", version=version),
         elicitation_callback=_decline_elicitation,
@@ -57,11 +67,12 @@ def stdio_client(
     cwd: Path | None,
     *,
     version: str,
+    mode: ConnectMode = "auto",
     on_message: MessageHandlerFnT | None = None,
 ) -> Client:
     """A client that runs `command` as a child process (environment: a safe default set plus `env`)."""
     params = StdioServerParameters(command=command, args=args, env=dict(env) or None, cwd=cwd)
-    return _client(params, version, on_message)
+    return _client(params, version, on_message, mode)
 
 
 @asynccontextmanager
@@ -81,11 +92,12 @@ def http_client(
     connect_timeout_s: float,
     call_timeout_s: float,
     version: str,
+    mode: ConnectMode = "auto",
     on_message: MessageHandlerFnT | None = None,
 ) -> Client:
     """A client for a streamable-HTTP upstream; `headers` carry the gateway's credential for it."""
     transport = _http_transport(url, headers, connect_timeout_s, call_timeout_s)
-    return _client(transport, version, on_message)
+    return _client(transport, version, on_message, mode)
 
 
 def inprocess_client(server: Any, *, version: str, on_message: MessageHandlerFnT | None = None) -> Client:

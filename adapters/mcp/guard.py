@@ -18,7 +18,11 @@ from adapters.mcp.errors import REASON_CODES
 def error_body(reason: str, message: str, request_id: Any = None) -> tuple[int, bytes]:
     """(HTTP status, JSON-RPC error body) for a failure the gateway answers itself (JSON-RPC 2.0 §5.1)."""
     code, status = REASON_CODES[reason]
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message, "data": {"reason": reason}}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": request_id,
+        "error": {"code": code, "message": message, "data": {"reason": reason}},
+    }
     return status, json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -20,8 +20,26 @@ import httpx2
 import structlog
 from anyio.abc import TaskGroup
 from mcp import Client
+from mcp.client.session import IncomingMessage, MessageHandlerFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, PaginatedRequestParams, Tool
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp_types import (
+    CONNECTION_CLOSED,
+    REQUEST_TIMEOUT,
+    PaginatedRequestParams,
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ResourceUpdatedNotification,
+    Tool,
+    ToolListChangedNotification,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 
@@ -32,6 +50,15 @@ State = Literal["idle", "starting", "ready", "backoff", "stopped"]
 
 HEALTH_PING_INTERVAL_S: Final = 15.0
 """How often a ready upstream is pinged, so `/readyz` notices a dead one between calls."""
+
+EventListener = Callable[[str, ServerEvent], Awaitable[None]]
+"""Receives (upstream name, change event)."""
+
+_EVENTS: Final[dict[type, ServerEvent]] = {
+    ToolListChangedNotification: ToolsListChanged(),
+    PromptListChangedNotification: PromptsListChanged(),
+    ResourceListChangedNotification: ResourcesListChanged(),
+}
 
 MAX_PAGES: Final = 100
 """Upper bound on pages fetched from one upstream list, so a looping cursor cannot hang the gateway."""
@@ -51,7 +78,8 @@ class UpstreamSpec:
     """What the pool needs to know about one upstream; `connect` builds a fresh, unentered Client."""
 
     name: str
-    connect: Callable[[], Client]
+    connect: Callable[[MessageHandlerFnT], Client]
+    """Builds a fresh, unentered Client whose upstream notifications go to the given handler."""
     eager: bool
     call_timeout_s: float
     connect_timeout_s: float
@@ -88,13 +116,16 @@ class UpstreamConnection:
         self._stopping = False
         self._tools: dict[str, Tool] | None = None
         self._tools_lock = anyio.Lock()
+        self._listeners: list[EventListener] = []
 
     @property
     def state(self) -> State:
         return self._state
 
     def status(self) -> UpstreamStatus:
-        version = self._client.protocol_version if self._client is not None and self._state == "ready" else None
+        version = (
+            self._client.protocol_version if self._client is not None and self._state == "ready" else None
+        )
         return UpstreamStatus(
             name=self.spec.name,
             state=self._state,
@@ -116,7 +147,9 @@ class UpstreamConnection:
                 break
             self._set_state("backoff")
             self._restarts += 1
-            log.warning("upstream_restart_scheduled", upstream=self.spec.name, delay_s=delay, cause=self._last_error)
+            log.warning(
+                "upstream_restart_scheduled", upstream=self.spec.name, delay_s=delay, cause=self._last_error
+            )
             await anyio.sleep(delay)
             delay = min(delay * 2, self.spec.backoff_max_s)
         self._set_state("stopped")
@@ -129,7 +162,7 @@ class UpstreamConnection:
         with anyio.CancelScope() as scope:
             scope.deadline = anyio.current_time() + self.spec.connect_timeout_s
             try:
-                async with self.spec.connect() as client:
+                async with self.spec.connect(self._on_message) as client:
                     scope.deadline = math.inf
                     self._client = client
                     self._tools = None
@@ -138,7 +171,11 @@ class UpstreamConnection:
                     was_ready = True
                     self._ready.set()
                     log.info("upstream_ready", upstream=self.spec.name, protocol=client.protocol_version)
-                    await self._watch(client)
+                    async with anyio.create_task_group() as tg:
+                        if _wants_listen(client):
+                            tg.start_soon(self._listen, client)
+                        await self._watch(client)
+                        tg.cancel_scope.cancel()
             except Exception as exc:  # noqa: BLE001 - any failure of a child/remote is a restart cause
                 self._last_error = _describe(exc)
                 log.warning("upstream_failed", upstream=self.spec.name, cause=self._last_error, exc_info=exc)
@@ -147,7 +184,9 @@ class UpstreamConnection:
                 self._ready = anyio.Event()
         if scope.cancelled_caught and not was_ready:
             self._last_error = f"did not start within {self.spec.connect_timeout_s:g}s"
-            log.warning("upstream_connect_timeout", upstream=self.spec.name, timeout_s=self.spec.connect_timeout_s)
+            log.warning(
+                "upstream_connect_timeout", upstream=self.spec.name, timeout_s=self.spec.connect_timeout_s
+            )
         return was_ready
 
     async def _watch(self, client: Client) -> None:
@@ -163,6 +202,38 @@ class UpstreamConnection:
                 self._last_error = f"health ping failed: {_describe(exc)}"
                 return
 
+    def add_listener(self, listener: EventListener) -> None:
+        """Call `listener` for every change the upstream announces (tools, prompts, resources)."""
+        self._listeners.append(listener)
+
+    async def _on_message(self, message: IncomingMessage) -> None:
+        """Handshake-era upstreams announce changes as notifications on the connection."""
+        event = _EVENTS.get(type(message))
+        if isinstance(message, ResourceUpdatedNotification):
+            await self._emit(ResourceUpdated(uri=str(message.params.uri)))
+        elif event is not None:
+            await self._emit(event)
+
+    async def _listen(self, client: Client) -> None:
+        """2026-07-28 upstreams announce changes on a `subscriptions/listen` stream; hold one open."""
+        try:
+            async with client.listen(
+                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+            ) as subscription:
+                async for event in subscription:
+                    await self._emit(event)
+        except Exception as exc:  # noqa: BLE001 - losing change events must not take the upstream down
+            log.warning("upstream_listen_ended", upstream=self.spec.name, cause=_describe(exc))
+
+    async def _emit(self, event: ServerEvent) -> None:
+        if isinstance(event, ToolsListChanged):
+            self._tools = None
+        for listener in self._listeners:
+            try:
+                await listener(self.spec.name, event)
+            except Exception:  # noqa: BLE001 - one listener's failure must not starve the others
+                log.exception("upstream_event_listener_failed", upstream=self.spec.name)
+
     def _set_state(self, state: State) -> None:
         if state != self._state:
             self._state = state
@@ -172,7 +243,7 @@ class UpstreamConnection:
         self._wanted.set()
         if self._state == "backoff" and self._last_error is not None:
             raise UpstreamUnavailable(
-                f"upstream {self.spec.name!r} is unavailable ({self._last_error}); retrying in the background",
+                f"upstream {self.spec.name!r} is unavailable ({self._last_error}); retrying in background",
                 upstream=self.spec.name,
             )
         if self._client is None or self._state != "ready":
@@ -234,11 +305,19 @@ class UpstreamConnection:
         self._wanted.set()
 
 
+def _wants_listen(client: Client) -> bool:
+    caps = client.server_capabilities
+    announces = any(c is not None and c.list_changed for c in (caps.tools, caps.prompts, caps.resources))
+    return client.protocol_version in MODERN_PROTOCOL_VERSIONS and announces
+
+
 async def _list_all_tools(client: Client) -> list[Tool]:
     tools: list[Tool] = []
     cursor: str | None = None
     for _ in range(MAX_PAGES):
-        page = await client.session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        page = await client.session.list_tools(
+            params=PaginatedRequestParams(cursor=cursor) if cursor else None
+        )
         tools.extend(page.tools)
         cursor = page.next_cursor
         if not cursor:
@@ -300,4 +379,3 @@ class UpstreamPool:
 def describe_failure(exc: BaseException) -> str:
     """Public form of the safe-cause helper, for callers that report upstream failures themselves."""
     return _describe(exc)
-

@@ -50,9 +50,7 @@ class ResourceRoutes:
         for upstream, uris in resources:
             for uri in uris:
                 exact.setdefault(uri, upstream)
-        compiled = tuple(
-            (t, template_regex(t), upstream) for upstream, ts in templates for t in ts
-        )
+        compiled = tuple((t, template_regex(t), upstream) for upstream, ts in templates for t in ts)
         return cls(exact=exact, templates=compiled)
 
     def owner(self, uri: str) -> str | None:

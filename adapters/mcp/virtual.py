@@ -16,8 +16,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from mcp import Client
+from mcp.server import InitializationOptions
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.server.lowlevel.server import InitializationOptions
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -77,7 +77,7 @@ MAX_INPUT_ROUNDS: Final = 8
 
 
 class _FederatingServer(Server[Any]):
-    """The low-level server, advertising `listChanged` to handshake-era clients (we relay upstream changes)."""
+    """The low-level server; tells handshake-era clients `listChanged` (upstream changes are relayed)."""
 
     def create_initialization_options(
         self,
@@ -148,9 +148,7 @@ class VirtualServer:
 
         return wrapped
 
-    async def _each(
-        self, op: Callable[[UpstreamConnection], Awaitable[T]]
-    ) -> list[tuple[str, T]]:
+    async def _each(self, op: Callable[[UpstreamConnection], Awaitable[T]]) -> list[tuple[str, T]]:
         """Run `op` on every upstream concurrently; failed upstreams are logged and left out."""
         results: dict[str, T] = {}
 
@@ -231,8 +229,8 @@ class VirtualServer:
                 _meta={"io.interlink/reason": "invalid_arguments"},
             )
 
-        async def progress(value: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(value, total, message)
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            await ctx.session.report_progress(progress, total, message)
 
         async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
             async def op(client: Client) -> CallToolResult | InputRequiredResult:
@@ -317,7 +315,9 @@ class VirtualServer:
             await self._refresh_resources()
             owner = self._routes.owner(uri)
         if owner is None:
-            raise UnknownResource(f"no upstream of virtual server {self.name!r} serves resource {uri!r}", uri=uri)
+            raise UnknownResource(
+                f"no upstream of virtual server {self.name!r} serves resource {uri!r}", uri=uri
+            )
         return self._conns[owner]
 
     async def _read_resource(

@@ -35,5 +35,3 @@ async def federation(http_upstream: str) -> AsyncIterator[str]:
         ],
     ) as url:
         yield url
-
-

@@ -64,7 +64,9 @@ async def test_long_running_operation_reports_progress(client: Client) -> None:
         seen.append((progress, total))
 
     args = {"duration": 0.3, "steps": 3}
-    result = await client.call_tool("everything__trigger-long-running-operation", args, progress_callback=on_progress)
+    result = await client.call_tool(
+        "everything__trigger-long-running-operation", args, progress_callback=on_progress
+    )
     assert not result.is_error
     assert seen == [(1, 3), (2, 3), (3, 3)]
 

@@ -60,7 +60,9 @@ def error_of(response: httpx2.Response) -> dict[str, Any]:
         ("batch array", b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', 400, INVALID_REQUEST),
     ],
 )
-async def test_unparseable_bodies(http: httpx2.AsyncClient, label: str, content: bytes, status: int, code: int) -> None:
+async def test_unparseable_bodies(
+    http: httpx2.AsyncClient, label: str, content: bytes, status: int, code: int
+) -> None:
     """Bodies that are not one JSON-RPC message get 400 and the JSON-RPC 2.0 §5.1 code."""
     response = await http.post("/mcp/demo", content=content, headers={**JSON, "mcp-protocol-version": MODERN})
     assert response.status_code == status, label
@@ -76,7 +78,9 @@ async def test_unknown_method(http: httpx2.AsyncClient) -> None:
 
 async def test_unknown_tool(http: httpx2.AsyncClient) -> None:
     """An unknown tool is -32602 with reason unknown_tool, and the caller's id is echoed."""
-    response = await http.post("/mcp/demo", **modern("tools/call", {"name": "x", "arguments": {}}, request_id=41))
+    response = await http.post(
+        "/mcp/demo", **modern("tools/call", {"name": "x", "arguments": {}}, request_id=41)
+    )
     assert response.status_code == 400
     assert response.json()["id"] == 41
     error = error_of(response)
@@ -118,7 +122,9 @@ async def test_oversized_body_chunked(http: httpx2.AsyncClient) -> None:
 async def test_wrong_content_type(http: httpx2.AsyncClient, content_type: str) -> None:
     """Anything but application/json is 415 with reason unsupported_media_type."""
     headers = {**JSON, "content-type": content_type}
-    response = await http.post("/mcp/demo", content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', headers=headers)
+    response = await http.post(
+        "/mcp/demo", content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}', headers=headers
+    )
     assert response.status_code == 415
     assert error_of(response)["data"]["reason"] == "unsupported_media_type"
 
@@ -136,14 +142,23 @@ async def test_legacy_session_errors(http: httpx2.AsyncClient) -> None:
         "jsonrpc": "2.0",
         "id": 1,
         "method": "initialize",
-        "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}},
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
     }
     response = await http.post("/mcp/demo", json=init, headers=JSON)
     session = {**JSON, "mcp-session-id": response.headers["mcp-session-id"], "mcp-protocol-version": LEGACY}
-    await http.post("/mcp/demo", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    await http.post(
+        "/mcp/demo", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session
+    )
     cases = [
         (b'{"jsonrpc":"2.0","id":3,"method":"foo/bar"}', METHOD_NOT_FOUND),
-        (b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"x","arguments":{}}}', INVALID_PARAMS),
+        (
+            b'{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"x","arguments":{}}}',
+            INVALID_PARAMS,
+        ),
         (b'{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":5}}', INVALID_PARAMS),
         (b"{nope", PARSE_ERROR),
     ]

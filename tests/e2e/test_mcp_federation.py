@@ -101,7 +101,9 @@ async def test_prompts_and_completions_are_federated(client: Client) -> None:
     )
     assert done.completion.values == ["E100", "E101", "E102", "E103"]
     with pytest.raises(MCPError) as err:
-        await client.complete(PromptReference(type="ref/prompt", name="nobody__x"), {"name": "a", "value": ""})
+        await client.complete(
+            PromptReference(type="ref/prompt", name="nobody__x"), {"name": "a", "value": ""}
+        )
     assert err.value.data["reason"] == "unknown_prompt"
 
 

@@ -62,7 +62,9 @@ async def test_dead_upstream_names_itself_and_blocks_no_one() -> None:
 async def test_slow_upstream_times_out_while_others_answer() -> None:
     """A call past the upstream's timeout gets upstream_timeout; a concurrent call elsewhere succeeds."""
     slow = stdio_upstream("slowpoke", start="eager", call_timeout_s=0.5)
-    async with gateway(upstreams=[slow, DEMO], virtual_servers=[{"name": "v", "upstreams": ["slowpoke", "demo"]}]) as base:
+    async with gateway(
+        upstreams=[slow, DEMO], virtual_servers=[{"name": "v", "upstreams": ["slowpoke", "demo"]}]
+    ) as base:
         async with Client(f"{base}/mcp/v") as client:
             await client.list_tools()
 
@@ -82,7 +84,9 @@ async def test_slow_upstream_times_out_while_others_answer() -> None:
             assert error.data == {"reason": "upstream_timeout", "upstream": "slowpoke"}
             assert error.code == REASON_CODES["upstream_timeout"][0]
             assert quick_s < 0.5
-            assert (await client.call_tool("slowpoke__echo", {"text": "still here"})).content[0].text == "still here"  # type: ignore[union-attr]
+            assert (await client.call_tool("slowpoke__echo", {"text": "still here"})).content[
+                0
+            ].text == "still here"  # type: ignore[union-attr]
 
 
 async def test_crashed_stdio_upstream_is_restarted() -> None:
@@ -123,7 +127,9 @@ async def test_lazy_upstream_starts_on_first_use_and_stops_on_shutdown() -> None
 async def test_missing_command_is_reported() -> None:
     """An upstream whose command does not exist is unavailable with cause 'command not found'."""
     broken = {"name": "broken", "transport": "stdio", "command": "/nonexistent/mcp-server", "start": "eager"}
-    async with gateway(upstreams=[broken, DEMO], virtual_servers=[{"name": "v", "upstreams": ["broken", "demo"]}]) as base:
+    async with gateway(
+        upstreams=[broken, DEMO], virtual_servers=[{"name": "v", "upstreams": ["broken", "demo"]}]
+    ) as base:
         async with asyncio.timeout(5):
             while state_of((await readyz(base))[1], "broken")["last_error"] is None:
                 await asyncio.sleep(0.05)
