@@ -32,12 +32,17 @@ from mcp.shared.subscriptions import (
 from mcp_types import (
     CONNECTION_CLOSED,
     REQUEST_TIMEOUT,
+    EmptyResult,
     PaginatedRequestParams,
     PromptListChangedNotification,
     ResourceListChangedNotification,
     ResourceUpdatedNotification,
+    SubscribeRequest,
+    SubscribeRequestParams,
     Tool,
     ToolListChangedNotification,
+    UnsubscribeRequest,
+    UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
@@ -117,6 +122,9 @@ class UpstreamConnection:
         self._tools: dict[str, Tool] | None = None
         self._tools_lock = anyio.Lock()
         self._listeners: list[EventListener] = []
+        self._watched: dict[str, int] = {}
+        """Resource URIs someone downstream subscribed to, with how many virtual servers want each."""
+        self._watch_changed = anyio.Event()
 
     @property
     def state(self) -> State:
@@ -174,6 +182,8 @@ class UpstreamConnection:
                     async with anyio.create_task_group() as tg:
                         if _wants_listen(client):
                             tg.start_soon(self._listen, client)
+                        else:
+                            tg.start_soon(self._resubscribe, client)
                         await self._watch(client)
                         tg.cancel_scope.cancel()
             except Exception as exc:  # noqa: BLE001 - any failure of a child/remote is a restart cause
@@ -215,15 +225,70 @@ class UpstreamConnection:
             await self._emit(event)
 
     async def _listen(self, client: Client) -> None:
-        """2026-07-28 upstreams announce changes on a `subscriptions/listen` stream; hold one open."""
+        """2026-07-28 upstreams announce changes on a `subscriptions/listen` stream; hold one open.
+
+        The stream's filter carries the watched resource URIs, so it is reopened when they change.
+        """
+        while not self._stopping:
+            self._watch_changed = anyio.Event()
+            uris = sorted(self._watched)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._relay_listen, client, uris)
+                await self._watch_changed.wait()
+                tg.cancel_scope.cancel()
+
+    async def _relay_listen(self, client: Client, uris: list[str]) -> None:
         try:
             async with client.listen(
-                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+                tools_list_changed=True,
+                prompts_list_changed=True,
+                resources_list_changed=True,
+                resource_subscriptions=uris,
             ) as subscription:
                 async for event in subscription:
                     await self._emit(event)
         except Exception as exc:  # noqa: BLE001 - losing change events must not take the upstream down
             log.warning("upstream_listen_ended", upstream=self.spec.name, cause=_describe(exc))
+
+    async def _resubscribe(self, client: Client) -> None:
+        """After a restart, a handshake-era upstream has forgotten our resource subscriptions."""
+        for uri in list(self._watched):
+            try:
+                with anyio.fail_after(self.spec.call_timeout_s):
+                    await _legacy_subscription(client, uri, subscribe=True)
+            except Exception as exc:  # noqa: BLE001 - one bad URI must not stop the others
+                log.warning("upstream_resubscribe_failed", upstream=self.spec.name, cause=_describe(exc))
+
+    async def watch_resource(self, uri: str) -> None:
+        """Ask the upstream for `resources/updated` events about `uri` (reference-counted)."""
+        self._watched[uri] = self._watched.get(uri, 0) + 1
+        if self._watched[uri] == 1:
+            try:
+                await self._apply_watch(uri, subscribe=True)
+            except BaseException:
+                self._watched.pop(uri, None)
+                raise
+
+    async def unwatch_resource(self, uri: str) -> None:
+        """Drop one interest in `uri`; the upstream subscription ends with the last one."""
+        count = self._watched.get(uri, 0) - 1
+        if count > 0:
+            self._watched[uri] = count
+            return
+        self._watched.pop(uri, None)
+        try:
+            await self._apply_watch(uri, subscribe=False)
+        except (UpstreamUnavailable, UpstreamTimeout, MCPError) as exc:
+            # A dead upstream forgot the subscription anyway; a restart does not renew it.
+            log.info("upstream_unsubscribe_failed", upstream=self.spec.name, cause=str(exc))
+
+    async def _apply_watch(self, uri: str, *, subscribe: bool) -> None:
+        client = await self._borrow()
+        if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            self._watch_changed.set()  # the listen loop reopens with the new URI set
+            return
+
+        await self.call(lambda c: _legacy_subscription(c, uri, subscribe=subscribe))
 
     async def _emit(self, event: ServerEvent) -> None:
         if isinstance(event, ToolsListChanged):
@@ -305,10 +370,22 @@ class UpstreamConnection:
         self._wanted.set()
 
 
+async def _legacy_subscription(client: Client, uri: str, *, subscribe: bool) -> EmptyResult:
+    """resources/(un)subscribe, which only 2025-11-25 upstreams have (sent as a plain request; the
+    SDK's helpers for it are marked deprecated because the 2026-07-28 era replaced it)."""
+    request: SubscribeRequest | UnsubscribeRequest
+    if subscribe:
+        request = SubscribeRequest(params=SubscribeRequestParams(uri=uri))
+    else:
+        request = UnsubscribeRequest(params=UnsubscribeRequestParams(uri=uri))
+    return await client.session.send_request(request, EmptyResult)
+
+
 def _wants_listen(client: Client) -> bool:
     caps = client.server_capabilities
     announces = any(c is not None and c.list_changed for c in (caps.tools, caps.prompts, caps.resources))
-    return client.protocol_version in MODERN_PROTOCOL_VERSIONS and announces
+    subscribable = caps.resources is not None and bool(caps.resources.subscribe)
+    return client.protocol_version in MODERN_PROTOCOL_VERSIONS and (announces or subscribable)
 
 
 async def _list_all_tools(client: Client) -> list[Tool]:

@@ -19,10 +19,19 @@ from mcp import Client
 from mcp.server import InitializationOptions
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp_types import (
+    INVALID_REQUEST,
     CallToolRequestParams,
     CallToolResult,
     CompleteRequestParams,
@@ -46,6 +55,8 @@ from mcp_types import (
     Resource,
     ResourceTemplate,
     SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
     TextContent,
     Tool,
     UnsubscribeRequestParams,
@@ -73,6 +84,18 @@ INPUT_RESULT_TYPES: Final[Mapping[str, type[Any]]] = {
 """Result models of the server->client requests an upstream may embed in an `InputRequiredResult`."""
 
 MAX_INPUT_ROUNDS: Final = 8
+"""Most input rounds the gateway drives for a handshake-era caller before giving up."""
+
+NOTIFY_TIMEOUT_S: Final = 2.0
+"""How long relaying one change notification to one handshake-era session may take."""
+
+MAX_LEGACY_SESSIONS: Final = 10_000
+"""Most handshake-era sessions remembered for change notifications (least recently active go first)."""
+
+SESSION_ID_HEADER: Final = "mcp-session-id"
+
+UNWATCH_TIMEOUT_S: Final = 5.0
+"""How long ending an upstream resource subscription may hold up a closing listen stream."""
 """Most input rounds the gateway drives for a handshake-era caller before giving up."""
 
 
@@ -110,6 +133,16 @@ class VirtualServer:
         self._exposed: dict[str, tuple[str, Tool]] = {}
         self._validators: dict[tuple[str, str], tuple[Tool, Validator]] = {}
         self._routes = ResourceRoutes.build([], [])
+        self._bus = InMemorySubscriptionBus()
+        """Change events for 2026-07-28 callers' `subscriptions/listen` streams."""
+        self._listen_handler = ListenHandler(self._bus)
+        self._legacy_sessions: dict[str, Any] = {}
+        """Handshake-era sessions by `Mcp-Session-Id`: the latest request's ServerSession, whose
+        connection-wide channel reaches the session's GET stream. Dropped when a send fails."""
+        self._legacy_subs: dict[str, set[str]] = {}
+        """Ids of the handshake-era sessions subscribed to each resource URI."""
+        for conn in connections:
+            conn.add_listener(self._on_upstream_event)
         self.server = _FederatingServer(
             f"interlink/{name}",
             version=version,
@@ -125,6 +158,7 @@ class VirtualServer:
             on_list_prompts=self._translating(self._list_prompts),
             on_get_prompt=self._translating(self._get_prompt),
             on_completion=self._translating(self._complete),
+            on_subscriptions_listen=self._translating(self._listen),
         )
         self.manager = StreamableHTTPSessionManager(
             app=self.server, security_settings=security, max_request_body_size=max_body_bytes
@@ -133,13 +167,18 @@ class VirtualServer:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    @staticmethod
     def _translating(
+        self,
         handler: Callable[[Ctx, Any], Awaitable[T]],
     ) -> Callable[[Ctx, Any], Awaitable[T]]:
-        """Turn our GatewayErrors into JSON-RPC errors; an upstream's own MCPError passes through."""
+        """Turn our GatewayErrors into JSON-RPC errors; an upstream's own MCPError passes through.
+
+        Also remembers each handshake-era session, so upstream changes can be relayed to it.
+        """
 
         async def wrapped(ctx: Ctx, params: Any) -> T:
+            if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                self._remember_session(ctx)
             try:
                 return await handler(ctx, params)
             except GatewayError as exc:
@@ -147,6 +186,15 @@ class VirtualServer:
                 raise to_mcp_error(exc) from None
 
         return wrapped
+
+    def _remember_session(self, ctx: Ctx) -> None:
+        session_id = _session_id(ctx)
+        if session_id is None:
+            return
+        self._legacy_sessions.pop(session_id, None)  # re-insert: the dict stays ordered by last use
+        self._legacy_sessions[session_id] = ctx.session
+        if len(self._legacy_sessions) > MAX_LEGACY_SESSIONS:
+            del self._legacy_sessions[next(iter(self._legacy_sessions))]
 
     async def _each(self, op: Callable[[UpstreamConnection], Awaitable[T]]) -> list[tuple[str, T]]:
         """Run `op` on every upstream concurrently; failed upstreams are logged and left out."""
@@ -331,20 +379,82 @@ class VirtualServer:
         return await conn.call(op)
 
     async def _subscribe(self, ctx: Ctx, params: SubscribeRequestParams) -> EmptyResult:
+        """Handshake era: the first subscriber of a URI makes the owning upstream watch it."""
         conn = await self._resource_owner(params.uri)
-
-        async def op(client: Client) -> EmptyResult:
-            return await client.session.subscribe_resource(params.uri)
-
-        return await conn.call(op)
+        session_id = _session_id(ctx)
+        if session_id is None:
+            raise MCPError(INVALID_REQUEST, "resources/subscribe needs a session (Mcp-Session-Id)")
+        subscribers = self._legacy_subs.get(params.uri)
+        if subscribers is None:
+            await conn.watch_resource(params.uri)
+            subscribers = self._legacy_subs.setdefault(params.uri, set())
+        subscribers.add(session_id)
+        return EmptyResult()
 
     async def _unsubscribe(self, ctx: Ctx, params: UnsubscribeRequestParams) -> EmptyResult:
-        conn = await self._resource_owner(params.uri)
+        """The last subscriber leaving ends the upstream subscription (unknown URIs are a no-op)."""
+        subscribers = self._legacy_subs.get(params.uri)
+        if subscribers is not None:
+            subscribers.discard(_session_id(ctx) or "")
+            if not subscribers:
+                await self._drop_subscription(params.uri)
+        return EmptyResult()
 
-        async def op(client: Client) -> EmptyResult:
-            return await client.session.unsubscribe_resource(params.uri)
+    async def _drop_subscription(self, uri: str) -> None:
+        self._legacy_subs.pop(uri, None)
+        owner = self._routes.owner(uri)
+        if owner is not None:
+            await self._conns[owner].unwatch_resource(uri)
 
-        return await conn.call(op)
+    # -- change notifications ---------------------------------------------------------------------
+
+    async def _listen(self, ctx: Ctx, params: SubscriptionsListenRequestParams) -> SubscriptionsListenResult:
+        """2026-07-28 `subscriptions/listen`: the SDK's handler serves the stream from our bus;
+        resource URIs in the filter are watched at their owning upstream while the stream is open.
+        A URI no upstream serves is honored and never fires, as the specification allows."""
+        watched: list[tuple[UpstreamConnection, str]] = []
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                try:
+                    conn = await self._resource_owner(uri)
+                    await conn.watch_resource(uri)
+                except (GatewayError, MCPError) as exc:
+                    log.info("listen_resource_not_watched", virtual=self.name, uri=uri, cause=str(exc))
+                    continue
+                watched.append((conn, uri))
+            return await self._listen_handler(ctx, params)
+        finally:
+            with anyio.move_on_after(UNWATCH_TIMEOUT_S, shield=True):
+                for conn, uri in watched:
+                    await conn.unwatch_resource(uri)
+
+    async def _on_upstream_event(self, upstream: str, event: ServerEvent) -> None:
+        """Relay an upstream's change to every caller: modern listen streams and legacy sessions."""
+        await self._bus.publish(event)
+        if isinstance(event, ResourceUpdated):
+            targets = list(self._legacy_subs.get(event.uri, ()))
+        else:
+            targets = list(self._legacy_sessions)
+        for session_id in targets:
+            session = self._legacy_sessions.get(session_id)
+            delivered = False
+            if session is not None:
+                with anyio.move_on_after(NOTIFY_TIMEOUT_S):
+                    try:
+                        await _notify_legacy(session, event)
+                        delivered = True
+                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        pass
+            if not delivered:
+                await self._forget_session(session_id)
+
+    async def _forget_session(self, session_id: str) -> None:
+        """A session that cannot be reached is gone: drop it and its resource subscriptions."""
+        self._legacy_sessions.pop(session_id, None)
+        for uri, subscribers in list(self._legacy_subs.items()):
+            subscribers.discard(session_id)
+            if not subscribers:
+                await self._drop_subscription(uri)
 
     # -- prompts and completion -------------------------------------------------------------------
 
@@ -398,6 +508,22 @@ class VirtualServer:
             return await client.session.complete(ref, argument, context)
 
         return await conn.call(op)
+
+
+def _session_id(ctx: Ctx) -> str | None:
+    request = ctx.request
+    return request.headers.get(SESSION_ID_HEADER) if request is not None else None
+
+
+async def _notify_legacy(session: Any, event: ServerEvent) -> None:
+    if isinstance(event, ToolsListChanged):
+        await session.send_tool_list_changed()
+    elif isinstance(event, PromptsListChanged):
+        await session.send_prompt_list_changed()
+    elif isinstance(event, ResourcesListChanged):
+        await session.send_resource_list_changed()
+    elif isinstance(event, ResourceUpdated):
+        await session.send_resource_updated(event.uri)
 
 
 async def _all_resources(client: Client) -> list[Resource]:
