@@ -102,4 +102,4 @@ async def test_upstream_elicitation_is_declined_clearly(client: Client) -> None:
 def test_example_config_validates() -> None:
     """examples/everything.yaml is a valid config fronting the reference server and the demo."""
     settings = load_settings(ROOT / "examples/everything.yaml")
-    assert [v.name for v in settings.virtual_servers] == ["everything", "conformance"]
+    assert [v.name for v in settings.virtual_servers] == ["everything", "demo", "all"]
