@@ -54,6 +54,7 @@ from mcp_types import (
     ReadResourceResult,
     Resource,
     ResourceTemplate,
+    Result,
     SubscribeRequestParams,
     SubscriptionsListenRequestParams,
     SubscriptionsListenResult,
@@ -93,6 +94,8 @@ MAX_LEGACY_SESSIONS: Final = 10_000
 """Most handshake-era sessions remembered for change notifications (least recently active go first)."""
 
 SESSION_ID_HEADER: Final = "mcp-session-id"
+
+PROTOCOL_META_PREFIX: Final = "io.modelcontextprotocol/"
 
 UNWATCH_TIMEOUT_S: Final = 5.0
 """How long ending an upstream resource subscription may hold up a closing listen stream."""
@@ -295,10 +298,10 @@ class VirtualServer:
 
             return await conn.call(op)
 
-        result = await send(params.input_responses, params.request_state)
+        result = _own(await send(params.input_responses, params.request_state))
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return result  # the caller answers the input requests and retries with them (pass-through)
-        return await self._drive_input_rounds(ctx, result, send)
+        return _own(await self._drive_input_rounds(ctx, result, send))
 
     async def _drive_input_rounds(
         self,
@@ -376,7 +379,7 @@ class VirtualServer:
         async def op(client: Client) -> ReadResourceResult:
             return await client.session.read_resource(params.uri)
 
-        return await conn.call(op)
+        return _own(await conn.call(op))
 
     async def _subscribe(self, ctx: Ctx, params: SubscribeRequestParams) -> EmptyResult:
         """Handshake era: the first subscriber of a URI makes the owning upstream watch it."""
@@ -485,7 +488,7 @@ class VirtualServer:
         async def op(client: Client) -> GetPromptResult:
             return await client.session.get_prompt(origin.name, params.arguments)
 
-        return await self._conns[origin.upstream].call(op)
+        return _own(await self._conns[origin.upstream].call(op))
 
     async def _complete(self, ctx: Ctx, params: CompleteRequestParams) -> CompleteResult:
         ref = params.ref
@@ -507,7 +510,20 @@ class VirtualServer:
         async def op(client: Client) -> CompleteResult:
             return await client.session.complete(ref, argument, context)
 
-        return await conn.call(op)
+        return _own(await conn.call(op))
+
+
+R = TypeVar("R", bound=Result)
+
+
+def _own(result: R) -> R:
+    """Drop the upstream's protocol-reserved `_meta` keys (its serverInfo, ...): the caller talks to
+    Interlink, which stamps its own. Keys of other namespaces (tool-specific metadata) pass through."""
+    meta = result.meta
+    if not meta or not any(k.startswith(PROTOCOL_META_PREFIX) for k in meta):
+        return result
+    kept = {k: v for k, v in meta.items() if not k.startswith(PROTOCOL_META_PREFIX)}
+    return result.model_copy(update={"meta": kept or None})
 
 
 def _session_id(ctx: Ctx) -> str | None:
