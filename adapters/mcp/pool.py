@@ -125,6 +125,8 @@ class UpstreamConnection:
         self._watched: dict[str, int] = {}
         """Resource URIs someone downstream subscribed to, with how many virtual servers want each."""
         self._watch_changed = anyio.Event()
+        self._listening = False
+        """A 2026-07-28 listen stream is open, so announced changes reach us."""
 
     @property
     def state(self) -> State:
@@ -245,10 +247,13 @@ class UpstreamConnection:
                 resources_list_changed=True,
                 resource_subscriptions=uris,
             ) as subscription:
+                self._listening = True
                 async for event in subscription:
                     await self._emit(event)
         except Exception as exc:  # noqa: BLE001 - losing change events must not take the upstream down
             log.warning("upstream_listen_ended", upstream=self.spec.name, cause=_describe(exc))
+        finally:
+            self._listening = False
 
     async def _resubscribe(self, client: Client) -> None:
         """After a restart, a handshake-era upstream has forgotten our resource subscriptions."""
@@ -355,6 +360,16 @@ class UpstreamConnection:
             if self._tools is None or refresh:
                 self._tools = {t.name: t for t in await self.call(_list_all_tools)}
             return self._tools
+
+    @property
+    def tools_change_announced(self) -> bool:
+        """Whether the connected upstream promises `tools/list_changed` (so a cached list stays true)."""
+        client = self._client
+        if client is None:
+            return False
+        caps = client.server_capabilities.tools
+        delivered = self._listening or client.protocol_version not in MODERN_PROTOCOL_VERSIONS
+        return caps is not None and bool(caps.list_changed) and delivered
 
     def forget_tools(self) -> None:
         """Drop the cached tool list (the upstream said it changed)."""

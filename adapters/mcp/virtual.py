@@ -217,7 +217,9 @@ class VirtualServer:
     # -- tools ------------------------------------------------------------------------------------
 
     async def _list_tools(self, ctx: Ctx, params: PaginatedRequestParams | None) -> ListToolsResult:
-        per_upstream = await self._each(lambda c: c.tools(refresh=True))
+        # An upstream that announces tool changes is listed once and again after each announcement;
+        # one that does not is asked every time, so a list is never staler than the upstream.
+        per_upstream = await self._each(lambda c: c.tools(refresh=not c.tools_change_announced))
         exposed: dict[str, tuple[str, Tool]] = {}
         for upstream, tools in per_upstream:
             for tool in tools.values():
