@@ -367,6 +367,10 @@ class VirtualServer:
         if owner is None:
             await self._refresh_resources()
             owner = self._routes.owner(uri)
+        if owner is None and len(self._conns) == 1:
+            # One upstream: nothing to disambiguate, so an unlisted URI (a dynamic resource) is its
+            # to accept or refuse, exactly as if the caller were connected to it directly.
+            owner = next(iter(self._conns))
         if owner is None:
             raise UnknownResource(
                 f"no upstream of virtual server {self.name!r} serves resource {uri!r}", uri=uri

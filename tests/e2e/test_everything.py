@@ -4,12 +4,14 @@ Interlink, driven by the official Python client on both protocol eras."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from mcp import Client
-from mcp_types import PromptReference
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp_types import METHOD_NOT_FOUND, PromptReference
 
 from gateway.settings import load_settings
 from tests.support import gateway, hold
@@ -103,3 +105,33 @@ def test_example_config_validates() -> None:
     """examples/everything.yaml is a valid config fronting the reference server and the demo."""
     settings = load_settings(ROOT / "examples/everything.yaml")
     assert [v.name for v in settings.virtual_servers] == ["everything", "demo", "all"]
+
+
+async def test_single_upstream_decides_about_unlisted_uris() -> None:
+    """With one upstream there is nothing to disambiguate: a URI it does not list still goes to it,
+    so callers see exactly what they would see connected directly (here: subscribe accepts it)."""
+    async with gateway(
+        upstreams=[everything_upstream()],
+        virtual_servers=[{"name": "solo", "upstreams": ["everything"], "namespacing": "none"}],
+    ) as url:
+        async with hold(Client(f"{url}/mcp/solo", mode="legacy")) as c:
+            with pytest.warns(MCPDeprecationWarning):
+                await c.session.subscribe_resource("test://not-listed-anywhere")
+            with pytest.raises(MCPError) as err:
+                await c.read_resource("test://not-listed-anywhere")
+            assert (err.value.data or {}).get("reason") != "unknown_resource", "the upstream answered"
+
+
+async def test_logging_is_not_relayed() -> None:
+    """Upstream log messages travel on a connection shared by all callers and cannot be attributed to
+    one of them, so Interlink does not offer `logging` (README): setLevel is method-not-found."""
+    async with gateway(
+        upstreams=[everything_upstream()],
+        virtual_servers=[{"name": "solo", "upstreams": ["everything"], "namespacing": "none"}],
+    ) as url:
+        async with hold(Client(f"{url}/mcp/solo", mode="legacy")) as c:
+            assert c.server_capabilities.logging is None
+            with pytest.raises(MCPError) as err, warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await c.session.set_logging_level("info")
+            assert err.value.code == METHOD_NOT_FOUND
