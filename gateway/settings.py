@@ -101,6 +101,8 @@ class _UpstreamBase(_Model):
     """How long one forwarded request may take before the caller gets `upstream_timeout`."""
     connect_timeout_s: float = Field(10.0, gt=0, le=600)
     """How long starting (stdio) or first contact (http) may take."""
+    health_interval_s: float = Field(15.0, gt=0, le=3600)
+    """How often a ready upstream is probed (`server/discover`, or `ping` on the handshake era)."""
     protocol: Literal["auto", "legacy"] = "auto"
     """`auto` negotiates 2026-07-28 and falls back to the 2025-11-25 handshake; `legacy` always handshakes."""
     trust_new_tools: bool = True

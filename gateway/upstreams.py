@@ -50,6 +50,7 @@ def build_spec(upstream: UpstreamSettings) -> UpstreamSpec:
         connect_timeout_s=upstream.connect_timeout_s,
         backoff_s=upstream.restart_backoff_s,
         backoff_max_s=upstream.restart_backoff_max_s,
+        health_interval_s=upstream.health_interval_s,
     )
 
 

@@ -53,8 +53,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 State = Literal["idle", "starting", "ready", "backoff", "stopped"]
 
-HEALTH_PING_INTERVAL_S: Final = 15.0
-"""How often a ready upstream is pinged, so `/readyz` notices a dead one between calls."""
+HEALTH_INTERVAL_S: Final = 15.0
+"""How often a ready upstream is probed by default, so `/readyz` notices a dead one between calls."""
 
 EventListener = Callable[[str, ServerEvent], Awaitable[None]]
 """Receives (upstream name, change event)."""
@@ -90,6 +90,7 @@ class UpstreamSpec:
     connect_timeout_s: float
     backoff_s: float
     backoff_max_s: float
+    health_interval_s: float = HEALTH_INTERVAL_S
 
 
 @dataclass
@@ -202,16 +203,16 @@ class UpstreamConnection:
         return was_ready
 
     async def _watch(self, client: Client) -> None:
-        """Return when the connection is known dead: a failed call marked it, or a health ping failed."""
+        """Return when the connection is known dead: a failed call marked it, or a health probe failed."""
         while not self._stopping:
-            with anyio.move_on_after(HEALTH_PING_INTERVAL_S):
+            with anyio.move_on_after(self.spec.health_interval_s):
                 await self._dead.wait()
                 return
             try:
                 with anyio.fail_after(self.spec.call_timeout_s):
-                    await client.send_ping()
-            except Exception as exc:  # noqa: BLE001 - a failed ping means restart
-                self._last_error = f"health ping failed: {_describe(exc)}"
+                    await _probe(client)
+            except Exception as exc:  # noqa: BLE001 - a failed probe means restart
+                self._last_error = f"health probe failed: {_describe(exc)}"
                 return
 
     def add_listener(self, listener: EventListener) -> None:
@@ -383,6 +384,15 @@ class UpstreamConnection:
         self._stopping = True
         self._dead.set()
         self._wanted.set()
+
+
+async def _probe(client: Client) -> None:
+    """A cheap request that proves the upstream answers: `ping` was removed in 2026-07-28, whose
+    equivalent is `server/discover`; handshake-era upstreams get `ping`."""
+    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        await client.session.discover()
+    else:
+        await client.session.send_ping()
 
 
 async def _legacy_subscription(client: Client, uri: str, *, subscribe: bool) -> EmptyResult:

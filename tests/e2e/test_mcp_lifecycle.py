@@ -147,3 +147,27 @@ def _alive(pid: int) -> bool:
             return stat.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("protocol", ["auto", "legacy"])
+async def test_health_probes_keep_a_healthy_upstream_ready(protocol: str, http_upstream: str) -> None:
+    """Frequent health probes (server/discover on 2026-07-28, ping on the handshake era) never make a
+    healthy upstream look dead: no restarts, and calls keep working between probes."""
+    probing = {"health_interval_s": 0.1, "protocol": protocol}
+    upstreams = [
+        stdio_upstream("child", start="eager", **probing),
+        {"name": "web", "transport": "http", "url": http_upstream, **probing},
+    ]
+    async with gateway(
+        upstreams=upstreams, virtual_servers=[{"name": "v", "upstreams": ["child", "web"]}]
+    ) as base:
+        async with Client(f"{base}/mcp/v", mode=protocol) as client:
+            for _ in range(8):
+                await asyncio.sleep(0.1)
+                assert (await client.call_tool("web__add", {"a": 1, "b": 2})).structured_content == {
+                    "result": 3
+                }
+        _status, ready = await readyz(base)
+        for name in ("child", "web"):
+            upstream = state_of(ready, name)
+            assert (upstream["state"], upstream["restarts"], upstream["last_error"]) == ("ready", 0, None)
