@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 from mcp import Client, StdioServerParameters
@@ -44,6 +44,10 @@ async def _decline_sampling(
     return ErrorData(
         code=INTERNAL_ERROR, message="Interlink does not relay sampling from handshake-era upstreams"
     )
+
+
+UPSTREAM_LIMITS: Final = httpx2.Limits(max_connections=100, max_keepalive_connections=100)
+"""Concurrent requests to one HTTP upstream; all may stay open between calls (no reconnect churn)."""
 
 
 def _client(
@@ -80,7 +84,9 @@ async def _http_transport(
     url: str, headers: Mapping[str, str], connect_timeout_s: float, call_timeout_s: float
 ) -> AsyncIterator[TransportStreams]:
     timeout = httpx2.Timeout(call_timeout_s, connect=connect_timeout_s)
-    async with httpx2.AsyncClient(headers=dict(headers), timeout=timeout, follow_redirects=False) as http:
+    async with httpx2.AsyncClient(
+        headers=dict(headers), timeout=timeout, limits=UPSTREAM_LIMITS, follow_redirects=False
+    ) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             yield streams
 

@@ -32,6 +32,7 @@ from mcp.shared.subscriptions import (
 )
 from mcp_types import (
     INVALID_REQUEST,
+    CallToolRequest,
     CallToolRequestParams,
     CallToolResult,
     CompleteRequestParams,
@@ -63,6 +64,7 @@ from mcp_types import (
     UnsubscribeRequestParams,
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
 from adapters.mcp.errors import to_mcp_error
 from adapters.mcp.guard import McpRequestGuard
@@ -83,6 +85,9 @@ INPUT_RESULT_TYPES: Final[Mapping[str, type[Any]]] = {
     "roots/list": ListRootsResult,
 }
 """Result models of the server->client requests an upstream may embed in an `InputRequiredResult`."""
+
+CALL_RESULT: Final = TypeAdapter[CallToolResult | InputRequiredResult](CallToolResult | InputRequiredResult)
+"""An upstream's answer to tools/call: the result, or (2026-07-28) a request for input."""
 
 MAX_INPUT_ROUNDS: Final = 8
 """Most input rounds the gateway drives for a handshake-era caller before giving up."""
@@ -285,18 +290,23 @@ class VirtualServer:
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
+        # Ask the upstream for progress only when the caller asked us (it costs a notification each).
+        wants_progress = params.meta is not None and params.meta.get("progress_token") is not None
+
         async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
-            async def op(client: Client) -> CallToolResult | InputRequiredResult:
-                result = await client.session.call_tool(
-                    tool.name,
-                    arguments,
-                    progress_callback=progress,
-                    input_responses=responses,
-                    request_state=state,
-                    allow_input_required=True,
+            request = CallToolRequest(
+                params=CallToolRequestParams(
+                    name=tool.name, arguments=arguments, input_responses=responses, request_state=state
                 )
-                assert isinstance(result, CallToolResult | InputRequiredResult)
-                return result
+            )
+
+            async def op(client: Client) -> CallToolResult | InputRequiredResult:
+                # A plain request rather than `session.call_tool`, which would re-validate the result
+                # against the output schema: the upstream's answer passes through as it is, and the
+                # caller's own client validates it against the schema it was shown.
+                return await client.session.send_request(
+                    request, CALL_RESULT, progress_callback=progress if wants_progress else None
+                )
 
             return await conn.call(op)
 
