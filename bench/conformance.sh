@@ -68,7 +68,8 @@ upstreams:   # the locally installed reference server as a stdio child, started 
   - {name: everything, transport: stdio, command: "$NODE", args: ["$EVERY", stdio],
      start: eager, connect_timeout_s: $WAIT_S, call_timeout_s: 60}
 virtual_servers:   # its own tool names, as a direct client sees them
-  - {name: everything, upstreams: [everything], namespacing: none}
+  - {name: everything, upstreams: [everything], namespacing: none, public: true}
+identity: {database_url: "sqlite+aiosqlite:///:memory:"}
 EOF
 "$INTERLINK" serve --config "$WORK/interlink.yaml" --host 127.0.0.1 --port "$P_GATEWAY" >"$WORK/interlink.log" 2>&1 &
 PIDS+=($!)

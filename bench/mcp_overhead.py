@@ -224,9 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         config = Path(tmp, "interlink.yaml")  # JSON is YAML
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
         web = {"name": "web", "transport": "http", "url": upstream_url, "protocol": mode}
-        bench = {"name": "bench", "upstreams": ["web"]}
+        bench = {"name": "bench", "upstreams": ["web"], "public": True}
+        memory = {"database_url": "sqlite+aiosqlite:///:memory:"}
         config.write_text(
-            json.dumps({"logging": {"level": "warning"}, "upstreams": [web], "virtual_servers": [bench]})
+            json.dumps(
+                {
+                    "logging": {"level": "warning"},
+                    "upstreams": [web],
+                    "virtual_servers": [bench],
+                    "identity": memory,
+                }
+            )
         )
         up_log, gw_log = Path(tmp, "upstream.log"), Path(tmp, "gateway.log")
         cmd = [sys.executable, str(ROOT / "tests" / "upstream_server.py"), "--http", str(up_port)]

@@ -7,29 +7,37 @@ MCP server. The lifespan starts the upstream pool and each virtual server's sess
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
+from typing import Final
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from adapters.mcp.guard import send_error
 from adapters.mcp.naming import ToolSelection
 from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
-from gateway.settings import GatewaySettings
+from gateway.auth import PRINCIPAL, Identity
+from gateway.settings import GatewaySettings, VirtualServerSettings
 from gateway.upstreams import build_spec
+from identity.errors import IdentityError
 
 
-def create_app(settings: GatewaySettings, *, pool: UpstreamPool | None = None) -> Starlette:
-    """Build the gateway. `pool` is a seam for tests; by default it is built from `settings.upstreams`."""
+def create_app(
+    settings: GatewaySettings, *, pool: UpstreamPool | None = None, clock: Callable[[], float] = time.time
+) -> Starlette:
+    """Build the gateway. `pool` and `clock` are seams for tests; by default the pool is built from
+    `settings.upstreams`."""
     pool = pool or UpstreamPool([build_spec(u) for u in settings.upstreams])
+    identity = Identity(settings, clock=clock)
     security = _transport_security(settings.listen.host)
     virtuals = {
         v.name: VirtualServer(
@@ -47,6 +55,7 @@ def create_app(settings: GatewaySettings, *, pool: UpstreamPool | None = None) -
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(identity.running())
             await stack.enter_async_context(pool.running())
             for v in virtuals.values():
                 await stack.enter_async_context(v.manager.run())
@@ -77,16 +86,34 @@ def create_app(settings: GatewaySettings, *, pool: UpstreamPool | None = None) -
         Route("/", index, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/mcp/{virtual}", McpEndpoint(virtuals), methods=["GET", "POST", "DELETE"]),
+        Route(
+            "/mcp/{virtual}",
+            McpEndpoint(virtuals, {v.name: v for v in settings.virtual_servers}, identity),
+            methods=["GET", "POST", "DELETE"],
+        ),
+        *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
 
 class McpEndpoint:
-    """Dispatches `/mcp/<virtual>` to that virtual server's streamable-HTTP app; 404 for unknown names."""
+    """Dispatches `/mcp/<virtual>` to that virtual server's streamable-HTTP app; 404 for unknown names.
 
-    def __init__(self, virtuals: Mapping[str, VirtualServer]) -> None:
+    A protected (non-public) virtual server first authenticates the caller: the token must be issued
+    for exactly this virtual server and carry its required scopes; the resulting `Principal` travels
+    in the ASGI scope under `PRINCIPAL`. A 2025-11-25 session stays bound to the agent that opened it.
+    """
+
+    def __init__(
+        self,
+        virtuals: Mapping[str, VirtualServer],
+        settings: Mapping[str, VirtualServerSettings],
+        identity: Identity,
+    ) -> None:
         self._virtuals = virtuals
+        self._settings = settings
+        self._identity = identity
+        self._session_owners: dict[bytes, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = scope["path_params"]["virtual"]
@@ -94,7 +121,40 @@ class McpEndpoint:
         if virtual is None:
             await send_error(send, "unknown_virtual_server", f"no virtual MCP server named {name!r}")
             return
-        await virtual.asgi(scope, receive, send)
+        config = self._settings[name]
+        if config.public:
+            await virtual.asgi(scope, receive, send)
+            return
+        try:
+            principal = self._identity.authenticate(scope, name, config.required_scopes)
+        except IdentityError as exc:
+            await self._identity.send_challenge(send, name, exc)
+            return
+        scope[PRINCIPAL] = principal
+        session = dict(scope["headers"]).get(b"mcp-session-id")
+        if session is not None:
+            if self._session_owners.get(session) != principal.client_id:
+                await send_error(send, "session_not_found", "Session not found")
+                return
+            await virtual.asgi(scope, receive, send)
+            return
+        await virtual.asgi(scope, receive, self._recording_sessions(send, principal.client_id))
+
+    def _recording_sessions(self, send: Send, owner: str) -> Send:
+        async def recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"mcp-session-id":
+                        self._session_owners[value] = owner
+                        if len(self._session_owners) > MAX_SESSIONS:
+                            del self._session_owners[next(iter(self._session_owners))]
+            await send(message)
+
+        return recording
+
+
+MAX_SESSIONS: Final = 100_000
+"""Most 2025-11-25 session owners remembered (oldest forgotten first, which closes their sessions)."""
 
 
 def _transport_security(host: str) -> TransportSecuritySettings | None:

@@ -37,6 +37,7 @@ def demo_settings() -> GatewaySettings:
         {
             "upstreams": [{"name": "demo", "transport": "builtin"}],
             "virtual_servers": [{"name": "demo", "upstreams": ["demo"], "public": True}],
+            "identity": {"database_url": "sqlite+aiosqlite:///:memory:"},
         }
     )
 

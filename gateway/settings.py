@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -173,8 +174,61 @@ class VirtualServerSettings(_Model):
     namespacing: Literal["prefix", "none"] = "prefix"
     """`prefix`: tools and prompts are exposed as `<upstream>__<name>`; `none`: names pass unchanged and
     on a clash the upstream listed first wins (the others' copies are hidden and logged)."""
-    public: bool = True
-    """Reachable without a token. Until identity lands every virtual server is public."""
+    required_scopes: list[str] = ["mcp"]
+    """Scopes a token needs to use this virtual server at all (403 insufficient_scope otherwise);
+    finer decisions per tool belong to the policy."""
+    public: bool = False
+    """Reachable without a token. Off by default: every other virtual server is an OAuth protected
+    resource that needs a token issued for exactly it (the built-in demo is public)."""
+
+
+class AgentSettings(_Model):
+    """An agent registration declared in the config (the database keeps run-time ones too)."""
+
+    client_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+    name: str = Field(min_length=1)
+    owner: str = Field(min_length=1)
+    """The accountable person or team."""
+    tenant: str | None = None
+    secret: SecretRef | None = None
+    """`client_secret` authentication: for development only; stored hashed (scrypt)."""
+    jwks: dict[str, Any] | None = None
+    """`private_key_jwt` authentication: the agent's public keys (RFC 7517 JWK Set)."""
+    audiences: list[str] = Field(min_length=1)
+    """What it may obtain tokens for: `mcp/<virtual server>`."""
+    scopes: list[str] = Field(min_length=1)
+    expires_at: datetime | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_method(self) -> AgentSettings:
+        if (self.secret is None) == (self.jwks is None):
+            raise ValueError("give exactly one of 'secret' (client_secret) or 'jwks' (private_key_jwt)")
+        return self
+
+
+class IdentitySettings(_Model):
+    """Interlink's authorization server and the resource servers on every face."""
+
+    public_url: str | None = None
+    """Where callers reach the gateway (`https://gateway.example.com`): the token issuer and the base
+    of every canonical resource URI. Default: `http://<listen.host>:<listen.port>`."""
+    token_ttl_s: int = Field(300, ge=30, le=3600)
+    """Access-token lifetime (5 minutes by default, 1 hour at most); no refresh tokens."""
+    database_url: str = "sqlite+aiosqlite:///interlink-data/interlink.db"
+    """Registrations, signing keys and revocations; `postgresql+asyncpg://...` to share between replicas."""
+    agents: list[AgentSettings] = []
+
+    @field_validator("public_url")
+    @classmethod
+    def _canonical(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme, sep, rest = value.partition("://")
+        host, slash, path = rest.partition("/")
+        if scheme.lower() not in ("http", "https") or not sep or not host or "#" in value or "?" in value:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
 
 
 class LoggingSettings(_Model):
@@ -193,6 +247,7 @@ class GatewaySettings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     upstreams: list[UpstreamSettings] = []
     virtual_servers: list[VirtualServerSettings] = []
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
@@ -209,7 +264,20 @@ class GatewaySettings(BaseSettings):
             unknown = [u for u in v.upstreams if u not in names]
             if unknown:
                 raise ValueError(f"virtual server {v.name!r} names unknown upstream(s): {', '.join(unknown)}")
+        resources = {f"mcp/{v.name}" for v in self.virtual_servers}
+        for agent in self.identity.agents:
+            unknown = [a for a in agent.audiences if a not in resources]
+            if unknown:
+                raise ValueError(
+                    f"agent {agent.client_id!r} names unknown audience(s): {', '.join(unknown)}"
+                    f" (expected mcp/<virtual server>)"
+                )
         return self
+
+    @property
+    def public_url(self) -> str:
+        """The issuer and base of every canonical resource URI."""
+        return self.identity.public_url or f"http://{self.listen.host}:{self.listen.port}"
 
     @classmethod
     def settings_customise_sources(

@@ -123,8 +123,11 @@ class TokenVerifier:
         self._clock = clock
         self._leeway_s = leeway_s
 
-    def verify(self, token: str, audience: str) -> Principal:
-        """The caller's Principal, or InvalidToken saying (safely) what was wrong."""
+    def verify(self, token: str, audience: str | None) -> Principal:
+        """The caller's Principal, or InvalidToken saying (safely) what was wrong.
+
+        `audience=None` skips only the audience check: for revocation and introspection at the
+        authorization server, never for a resource."""
         claims = self._decode(token)
         now = int(self._clock())
         registry = JWTClaimsRegistry(
@@ -142,8 +145,11 @@ class TokenVerifier:
         except JoseError as exc:
             raise InvalidToken(_claim_problem(exc)) from None
         aud = claims.get("aud")
+        if audience is None and isinstance(aud, str):
+            audience = aud
         if not (aud == audience or (isinstance(aud, list) and aud == [audience])):
             raise InvalidToken("token is not for this resource (audience mismatch)")
+        assert audience is not None
         if not isinstance(claims["iat"], int) or claims["iat"] > now + self._leeway_s:
             raise InvalidToken("token is issued in the future")
         if claims["exp"] - claims["iat"] > self._max_ttl_s:

@@ -18,6 +18,9 @@ from gateway.settings import GatewaySettings
 
 T = TypeVar("T")
 
+MEMORY_DB = "sqlite+aiosqlite:///:memory:"
+"""A private in-memory database per gateway, so tests leave no files behind."""
+
 UPSTREAM_SERVER = Path(__file__).parent / "upstream_server.py"
 """Our small test MCP server (stdio by default, `--http PORT` for HTTP)."""
 
@@ -52,8 +55,14 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def gateway(**settings: Any) -> AsyncIterator[str]:
-    """A gateway built from `GatewaySettings(**settings)`, served on loopback; yields its base URL."""
-    async with serve(create_app(GatewaySettings(**settings))) as url:
+    """A gateway built from `GatewaySettings(**settings)`, served on loopback; yields its base URL.
+
+    Virtual servers are public unless a test says otherwise (identity is tested on its own)."""
+    virtuals = [{"public": True, **v} for v in settings.pop("virtual_servers", [])]
+    identity = {"database_url": MEMORY_DB, **settings.pop("identity", {})}
+    async with serve(
+        create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, **settings))
+    ) as url:
         yield url
 
 

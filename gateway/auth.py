@@ -1,0 +1,283 @@
+"""Identity at the edge: Interlink's authorization server endpoints, and the resource-server check
+in front of every protected virtual server (RFC 6750, RFC 8414, RFC 9728, MCP "Authorization").
+
+The decisions live in `identity/`; this module does the HTTP and the database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Final
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Scope, Send
+
+from gateway.settings import AgentSettings, GatewaySettings
+from gateway.store import Store
+from gateway.upstreams import resolve_values
+from identity.agents import Agent, hash_secret
+from identity.authorization import ASSERTION_ALGORITHMS, AuthorizationServer
+from identity.errors import IdentityError, InsufficientScope, InvalidRequest, InvalidToken
+from identity.keys import ALGORITHM, KeyRing, generate_key
+from identity.tokens import Principal, TokenIssuer, TokenVerifier
+
+log = structlog.get_logger(__name__)
+
+PRINCIPAL: Final = "interlink.principal"
+"""ASGI scope key under which the authenticated caller (a `Principal`) reaches the forwarding code."""
+
+TOKEN_PATH: Final = "/oauth2/token"
+JWKS_PATH: Final = "/oauth2/jwks.json"
+REVOKE_PATH: Final = "/oauth2/revoke"
+INTROSPECT_PATH: Final = "/oauth2/introspect"
+AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
+PRM_PREFIX: Final = "/.well-known/oauth-protected-resource"
+NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+class Identity:
+    """Keys, registrations, revocations and the token machinery, for one gateway process."""
+
+    def __init__(self, settings: GatewaySettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings.identity
+        self.issuer_url = settings.public_url
+        self.resources = {
+            f"mcp/{v.name}": f"{self.issuer_url}/mcp/{v.name}" for v in settings.virtual_servers
+        }
+        self._clock = clock
+        self._ring = KeyRing([])
+        self._revoked: set[str] = set()
+        self._store: Store | None = None
+        self.issuer = TokenIssuer(self.issuer_url, lambda: self._ring, self.settings.token_ttl_s, clock)
+        self.verifier = TokenVerifier(
+            self.issuer_url,
+            lambda: self._ring,
+            max_ttl_s=self.settings.token_ttl_s,
+            is_revoked=self._revoked.__contains__,
+            clock=clock,
+        )
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("identity store is not open")
+        return self._store
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Identity]:
+        """Open the database, make sure a signing key exists, apply the config's agents."""
+        async with Store.open(self.settings.database_url) as store:
+            self._store = store
+            now = int(self._clock())
+            if not await store.signing_keys():
+                await store.add_signing_key(generate_key(now))
+                log.info("signing_key_created")
+            await self.reload_keys()
+            self._revoked |= await store.revoked_ids(now)
+            for agent in self.settings.agents:
+                await store.put_agent(_agent(agent, self.resources), source="config")
+            self.server = AuthorizationServer(
+                self.issuer,
+                self.verifier,
+                store,
+                store,
+                token_endpoint=self.issuer_url + TOKEN_PATH,
+                resources=lambda: self.resources.values(),
+                revoke=self.revoke,
+                clock=self._clock,
+            )
+            try:
+                yield self
+            finally:
+                self._store = None
+
+    async def reload_keys(self) -> None:
+        self._ring = KeyRing(await self.store.signing_keys())
+
+    async def revoke(self, jti: str, expires_at: int) -> None:
+        await self.store.revoke(jti, expires_at)
+        self._revoked.add(jti)
+        log.info("token_revoked", jti=jti)
+
+    def resource_uri(self, virtual: str) -> str:
+        return self.resources[f"mcp/{virtual}"]
+
+    def metadata_url(self, virtual: str) -> str:
+        return f"{self.issuer_url}{PRM_PREFIX}/mcp/{virtual}"
+
+    # -- resource server ------------------------------------------------------------------------
+
+    def authenticate(self, scope: Scope, virtual: str, required: Sequence[str]) -> Principal:
+        """RFC 6750 §2.1: exactly one `Authorization: Bearer` header; never the query string or body."""
+        values = [v for k, v in scope["headers"] if k == b"authorization"]
+        if any(
+            p.startswith(b"access_token=") or b"&access_token=" in p for p in [scope.get("query_string", b"")]
+        ):
+            raise InvalidRequest("send the access token in the Authorization header, not the URL")
+        if len(values) > 1:
+            raise InvalidRequest("more than one Authorization header")
+        if not values:
+            raise InvalidToken("authentication required")
+        kind, _, token = values[0].decode("latin-1").partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise InvalidToken("use an Authorization: Bearer token")
+        principal = self.verifier.verify(token.strip(), self.resource_uri(virtual))
+        missing = [s for s in required if s not in principal.scopes]
+        if missing:
+            raise InsufficientScope(f"this resource needs scope {' '.join(required)}", tuple(required))
+        return principal
+
+    async def send_challenge(self, send: Send, virtual: str, error: IdentityError) -> None:
+        """401/403/400 with `WWW-Authenticate: Bearer` naming the resource metadata (RFC 9728 §5.1)."""
+        params = [f'resource_metadata="{self.metadata_url(virtual)}"']
+        if not (isinstance(error, InvalidToken) and error.description == "authentication required"):
+            params.append(f'error="{error.error}"')
+            params.append(f'error_description="{error.description}"')
+        if isinstance(error, InsufficientScope):
+            params.append(f'scope="{" ".join(error.required)}"')
+        response = JSONResponse(
+            {"error": error.error, "error_description": error.description},
+            status_code=error.status_code,
+            headers={"www-authenticate": "Bearer " + ", ".join(params), **NO_STORE},
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def routes(self, scopes: Mapping[str, Sequence[str]]) -> list[Route]:
+        """Authorization-server endpoints plus one RFC 9728 document per protected virtual server."""
+
+        async def as_metadata(request: Request) -> JSONResponse:
+            return JSONResponse(self._as_metadata())
+
+        async def jwks(request: Request) -> JSONResponse:
+            return JSONResponse(self._ring.jwks(), headers={"cache-control": "max-age=60"})
+
+        async def token(request: Request) -> Response:
+            return await self._oauth_call(request, "token")
+
+        async def revoke(request: Request) -> Response:
+            return await self._oauth_call(request, "revoke")
+
+        async def introspect(request: Request) -> Response:
+            return await self._oauth_call(request, "introspect")
+
+        async def protected_resource(request: Request) -> JSONResponse:
+            virtual = request.path_params["virtual"]
+            if virtual not in scopes:
+                return JSONResponse({"error": "not_found"}, status_code=404)
+            return JSONResponse(
+                {
+                    "resource": self.resource_uri(virtual),
+                    "authorization_servers": [self.issuer_url],
+                    "scopes_supported": list(scopes[virtual]),
+                    "bearer_methods_supported": ["header"],
+                    "resource_signing_alg_values_supported": [ALGORITHM],
+                    "resource_name": f"Interlink virtual MCP server {virtual}",
+                }
+            )
+
+        return [
+            Route(AS_METADATA_PATH, as_metadata, methods=["GET"]),
+            Route(JWKS_PATH, jwks, methods=["GET"]),
+            Route(TOKEN_PATH, token, methods=["POST"]),
+            Route(REVOKE_PATH, revoke, methods=["POST"]),
+            Route(INTROSPECT_PATH, introspect, methods=["POST"]),
+            Route(PRM_PREFIX + "/mcp/{virtual}", protected_resource, methods=["GET"]),
+        ]
+
+    async def _oauth_call(self, request: Request, endpoint: str) -> Response:
+        """RFC 6749 §3.2: form-encoded POST; errors as §5.2 JSON, never cached."""
+        authorization = request.headers.get("authorization")
+        try:
+            if (
+                request.headers.get("content-type", "").split(";")[0].strip()
+                != "application/x-www-form-urlencoded"
+            ):
+                raise InvalidRequest("send an application/x-www-form-urlencoded body")
+            form = await request.form(max_files=0, max_fields=50)
+            fields = {k: [str(v) for v in form.getlist(k)] for k in form}
+            body: dict[str, Any] = {}
+            if endpoint == "token":
+                agent, body = await self.server.token(fields, authorization)
+                log.info("token_issued", client_id=agent.client_id, tenant=agent.tenant, scope=body["scope"])
+            elif endpoint == "revoke":
+                await self.server.revoke(fields, authorization)
+            else:
+                body = await self.server.introspect(fields, authorization)
+        except IdentityError as exc:
+            log.info("oauth_request_refused", endpoint=endpoint, error=exc.error)
+            headers = dict(NO_STORE)
+            if exc.status_code == 401 and authorization is not None:
+                headers["www-authenticate"] = 'Basic realm="interlink"'
+            return JSONResponse(
+                {"error": exc.error, "error_description": exc.description},
+                status_code=exc.status_code,
+                headers=headers,
+            )
+        return JSONResponse(body, headers=NO_STORE)
+
+    def _as_metadata(self) -> dict[str, Any]:
+        """RFC 8414 §2. `code_challenge_methods_supported` is listed because MCP clients refuse an
+        authorization server without it, although only client_credentials is offered today."""
+        base = self.issuer_url
+        return {
+            "issuer": base,
+            "token_endpoint": base + TOKEN_PATH,
+            "jwks_uri": base + JWKS_PATH,
+            "revocation_endpoint": base + REVOKE_PATH,
+            "introspection_endpoint": base + INTROSPECT_PATH,
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": [
+                "private_key_jwt",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            "revocation_endpoint_auth_methods_supported": [
+                "private_key_jwt",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "introspection_endpoint_auth_methods_supported": [
+                "private_key_jwt",
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": sorted({s for a in self.settings.agents for s in a.scopes}),
+        }
+
+
+def _agent(settings: AgentSettings, resources: Mapping[str, str]) -> Agent:
+    secret = None
+    if settings.secret is not None:
+        where = f"identity.agents.{settings.client_id}"
+        secret = resolve_values({"secret": settings.secret}, where)["secret"]
+    return Agent(
+        client_id=settings.client_id,
+        name=settings.name,
+        owner=settings.owner,
+        tenant=settings.tenant,
+        auth_method="client_secret" if secret is not None else "private_key_jwt",
+        secret_hash=hash_secret(secret) if secret is not None else None,
+        jwks=settings.jwks,
+        audiences=tuple(resources[a] for a in settings.audiences),
+        scopes=tuple(settings.scopes),
+        expires_at=_epoch(settings.expires_at),
+        enabled=settings.enabled,
+    )
+
+
+def _epoch(when: datetime | None) -> int | None:
+    return int(when.timestamp()) if when is not None else None
+
+
+async def _no_receive() -> dict[str, Any]:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,159 @@
+"""The gateway's database (SQLAlchemy async): agent registrations, signing keys, revoked tokens and
+used client-assertion ids. SQLite by default; PostgreSQL (`postgresql+asyncpg://`) to share it
+between replicas. Tables are created on first start."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from identity.agents import Agent
+from identity.keys import SigningKey
+
+metadata = sa.MetaData()
+
+agents = sa.Table(
+    "interlink_agents",
+    metadata,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+signing_keys = sa.Table(
+    "interlink_signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("jwk", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("active_from", sa.BigInteger, nullable=False),
+)
+revoked = sa.Table(
+    "interlink_revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
+seen_assertions = sa.Table(
+    "interlink_seen_assertions",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
+
+
+class Store:
+    """Async access to the tables; one instance per process, shared by every component."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[Store]:
+        """Connect (creating a SQLite file's folder and every table), and dispose on exit."""
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            path = sa.make_url(url).database
+            if path in (None, "", ":memory:"):
+                options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+            else:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **options)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            yield cls(engine)
+        finally:
+            await engine.dispose()
+
+    # -- agents -----------------------------------------------------------------------------------
+
+    async def agent(self, client_id: str) -> Agent | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(agents.c.record).where(agents.c.client_id == client_id))
+            ).first()
+        return _agent(row[0]) if row else None
+
+    async def list_agents(self) -> list[Agent]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(agents.c.record).order_by(agents.c.client_id))).all()
+        return [_agent(r[0]) for r in rows]
+
+    async def put_agent(self, agent: Agent, *, source: str) -> None:
+        """Insert or replace. `source`: `config` (re-applied at every start) or `cli`."""
+        record = json.dumps(asdict(agent) | {"jwks": dict(agent.jwks) if agent.jwks else None})
+        values = {"record": record, "source": source, "updated_at": int(time.time())}
+        async with self.engine.begin() as conn:
+            updated = await conn.execute(
+                agents.update().where(agents.c.client_id == agent.client_id).values(values)
+            )
+            if updated.rowcount == 0:
+                await conn.execute(agents.insert().values(client_id=agent.client_id, **values))
+
+    # -- signing keys -----------------------------------------------------------------------------
+
+    async def signing_keys(self) -> list[SigningKey]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(signing_keys))).all()
+        return [SigningKey(r.kid, json.loads(r.jwk), r.created_at, r.active_from) for r in rows]
+
+    async def add_signing_key(self, key: SigningKey) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                signing_keys.insert().values(
+                    kid=key.kid,
+                    jwk=json.dumps(key.private_jwk),
+                    created_at=key.created_at,
+                    active_from=key.active_from,
+                )
+            )
+
+    async def remove_signing_key(self, kid: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(signing_keys.delete().where(signing_keys.c.kid == kid))
+
+    # -- revocation and replay ----------------------------------------------------------------------
+
+    async def revoke(self, jti: str, expires_at: int) -> None:
+        async with self.engine.begin() as conn:
+            try:
+                await conn.execute(revoked.insert().values(jti=jti, expires_at=expires_at))
+            except IntegrityError:
+                pass  # already revoked
+
+    async def revoked_ids(self, now: int) -> set[str]:
+        """Revoked token ids that have not expired yet (expired ones are pruned)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(revoked.delete().where(revoked.c.expires_at < now))
+            rows = (await conn.execute(sa.select(revoked.c.jti))).all()
+        return {r[0] for r in rows}
+
+    async def add(self, key: str, expires_at: int) -> bool:
+        """ReplayCache: False when `key` was already seen and has not expired."""
+        now = int(time.time())
+        async with self.engine.begin() as conn:
+            await conn.execute(seen_assertions.delete().where(seen_assertions.c.expires_at < now))
+            try:
+                await conn.execute(seen_assertions.insert().values(key=key, expires_at=expires_at))
+            except IntegrityError:
+                return False
+        return True
+
+
+def _agent(record: str) -> Agent:
+    data = json.loads(record)
+    data["audiences"] = tuple(data["audiences"])
+    data["scopes"] = tuple(data["scopes"])
+    return Agent(**data)
