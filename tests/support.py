@@ -26,8 +26,9 @@ UPSTREAM_SERVER = Path(__file__).parent / "upstream_server.py"
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Run `app` under uvicorn on an ephemeral loopback port; yield its base URL."""
+async def serve(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Run `app` under uvicorn on an ephemeral loopback port (or the given bound socket); yield its
+    base URL."""
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
 
     async def run(sock: socket.socket) -> None:
@@ -36,8 +37,7 @@ async def serve(app: ASGIApp) -> AsyncIterator[str]:
         except SystemExit as exc:  # uvicorn calls sys.exit() when startup fails
             raise RuntimeError(f"uvicorn failed to start (exit code {exc.code})") from None
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    with sock or bound_socket() as sock:
         task = asyncio.create_task(run(sock))
         try:
             async with asyncio.timeout(10):
@@ -59,11 +59,19 @@ async def gateway(**settings: Any) -> AsyncIterator[str]:
 
     Virtual servers are public unless a test says otherwise (identity is tested on its own)."""
     virtuals = [{"public": True, **v} for v in settings.pop("virtual_servers", [])]
-    identity = {"database_url": MEMORY_DB, **settings.pop("identity", {})}
-    async with serve(
-        create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, **settings))
-    ) as url:
+    sock = bound_socket()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    identity = {"database_url": MEMORY_DB, "public_url": base, **settings.pop("identity", {})}
+    app = create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, **settings))
+    async with serve(app, sock) as url:
         yield url
+
+
+def bound_socket() -> socket.socket:
+    """A loopback socket bound to a free port, so a URL is known before the server starts."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def stdio_upstream(name: str, *extra_args: str, **options: Any) -> dict[str, Any]:
