@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
 
+import anyio
 import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +39,9 @@ INTROSPECT_PATH: Final = "/oauth2/introspect"
 AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 PRM_PREFIX: Final = "/.well-known/oauth-protected-resource"
 NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}
+REFRESH_S: Final = 2.0
+"""How often keys and revocations are re-read from the database, so a revocation or key rotation
+made by another replica or by the `interlink` CLI takes effect within this many seconds."""
 
 
 class Identity:
@@ -49,6 +53,8 @@ class Identity:
         self.resources = {
             f"mcp/{v.name}": f"{self.issuer_url}/mcp/{v.name}" for v in settings.virtual_servers
         }
+        """Resource name (`mcp/<virtual>`) -> canonical URI."""
+        self._by_uri = {uri: name for name, uri in self.resources.items()}
         self._clock = clock
         self._ring = KeyRing([])
         self._revoked: set[str] = set()
@@ -58,7 +64,7 @@ class Identity:
             self.issuer_url,
             lambda: self._ring,
             max_ttl_s=self.settings.token_ttl_s,
-            is_revoked=self._revoked.__contains__,
+            is_revoked=lambda jti: jti in self._revoked,
             clock=clock,
         )
 
@@ -80,21 +86,33 @@ class Identity:
             await self.reload_keys()
             self._revoked |= await store.revoked_ids(now)
             for agent in self.settings.agents:
-                await store.put_agent(_agent(agent, self.resources), source="config")
+                await store.put_agent(_agent(agent), source="config")
             self.server = AuthorizationServer(
                 self.issuer,
                 self.verifier,
                 store,
                 store,
                 token_endpoint=self.issuer_url + TOKEN_PATH,
-                resources=lambda: self.resources.values(),
+                resources=lambda: self._by_uri,
                 revoke=self.revoke,
                 clock=self._clock,
             )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh_forever)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+                    self._store = None
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await anyio.sleep(REFRESH_S)
             try:
-                yield self
-            finally:
-                self._store = None
+                await self.reload_keys()
+                self._revoked = await self.store.revoked_ids(int(self._clock()))
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop future refreshes
+                log.exception("identity_refresh_failed")
 
     async def reload_keys(self) -> None:
         self._ring = KeyRing(await self.store.signing_keys())
@@ -205,6 +223,8 @@ class Identity:
             body: dict[str, Any] = {}
             if endpoint == "token":
                 agent, body = await self.server.token(fields, authorization)
+                claims = self.verifier.verify(body["access_token"], None)
+                await self.store.record_issued(claims.token_id, agent.client_id, claims.expires_at)
                 log.info("token_issued", client_id=agent.client_id, tenant=agent.tenant, scope=body["scope"])
             elif endpoint == "revoke":
                 await self.server.revoke(fields, authorization)
@@ -255,7 +275,7 @@ class Identity:
         }
 
 
-def _agent(settings: AgentSettings, resources: Mapping[str, str]) -> Agent:
+def _agent(settings: AgentSettings) -> Agent:
     secret = None
     if settings.secret is not None:
         where = f"identity.agents.{settings.client_id}"
@@ -268,7 +288,7 @@ def _agent(settings: AgentSettings, resources: Mapping[str, str]) -> Agent:
         auth_method="client_secret" if secret is not None else "private_key_jwt",
         secret_hash=hash_secret(secret) if secret is not None else None,
         jwks=settings.jwks,
-        audiences=tuple(resources[a] for a in settings.audiences),
+        audiences=tuple(settings.audiences),
         scopes=tuple(settings.scopes),
         expires_at=_epoch(settings.expires_at),
         enabled=settings.enabled,

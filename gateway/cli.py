@@ -18,6 +18,10 @@ EPILOG = textwrap.dedent(
       interlink serve                          built-in demo on http://127.0.0.1:8080/mcp/demo
       interlink serve --config interlink.yaml  your upstreams and virtual servers
       interlink check --config interlink.yaml  validate a config (exit 0 = good, 2 = problems)
+      interlink agents add my-agent --name "My agent" --owner me --audience mcp/secure --scope mcp
+                                               register an agent; prints its development secret once
+      interlink agents list | show ID | disable ID | rotate-secret ID
+      interlink keys rotate                    publish the next signing key (used after one token lifetime)
 
     configuration:
       A YAML file (see examples/*.yaml); INTERLINK_* environment variables override it,
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides listen.port; 0 picks a free one)")
     check = sub.add_parser("check", help="validate a configuration file and exit")
     check.add_argument("--config", type=Path, metavar="FILE", required=True, help="YAML configuration file")
+    from gateway.admin import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -70,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args.config)
+        if args.command in ("agents", "keys"):
+            from gateway.admin import run
+
+            return run(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
         return _serve(args.config, args.host, args.port)
     except ConfigError as exc:
         print(f"interlink: configuration error\n{exc}", file=sys.stderr)
@@ -85,11 +96,14 @@ def _load(config: Path | None) -> tuple[GatewaySettings, str]:
 
 
 def _check(config: Path) -> int:
-    from gateway.upstreams import build_spec
+    from gateway.upstreams import build_spec, resolve_values
 
     settings = load_settings(config)
     for upstream in settings.upstreams:
         build_spec(upstream)  # resolves every secret reference, so a missing one fails here too
+    for agent in settings.identity.agents:
+        if agent.secret is not None:
+            resolve_values({"secret": agent.secret}, f"identity.agents.{agent.client_id}")
     print(
         f"{config}: ok ({len(settings.upstreams)} upstream(s), "
         f"{len(settings.virtual_servers)} virtual server(s): "

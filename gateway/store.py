@@ -44,6 +44,13 @@ revoked = sa.Table(
     sa.Column("jti", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+issued = sa.Table(
+    "interlink_issued_tokens",
+    metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False, index=True),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)
 seen_assertions = sa.Table(
     "interlink_seen_assertions",
     metadata,
@@ -132,6 +139,27 @@ class Store:
                 await conn.execute(revoked.insert().values(jti=jti, expires_at=expires_at))
             except IntegrityError:
                 pass  # already revoked
+
+    async def record_issued(self, jti: str, client_id: str, expires_at: int) -> None:
+        """Remember a live token, so disabling its agent can revoke it (expired rows are pruned)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(issued.delete().where(issued.c.expires_at < int(time.time())))
+            await conn.execute(issued.insert().values(jti=jti, client_id=client_id, expires_at=expires_at))
+
+    async def revoke_agent_tokens(self, client_id: str) -> int:
+        """Revoke every live token of one agent; returns how many."""
+        now = int(time.time())
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(issued.c.jti, issued.c.expires_at).where(
+                        issued.c.client_id == client_id, issued.c.expires_at >= now
+                    )
+                )
+            ).all()
+        for jti, expires_at in rows:
+            await self.revoke(jti, expires_at)
+        return len(rows)
 
     async def revoked_ids(self, now: int) -> set[str]:
         """Revoked token ids that have not expired yet (expired ones are pruned)."""

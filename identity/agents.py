@@ -21,7 +21,8 @@ SCRYPT: Final = {"n": 2**14, "r": 8, "p": 1}
 
 @dataclass(frozen=True)
 class Agent:
-    """One registration. `audiences` are canonical resource URIs; `expires_at` is Unix seconds."""
+    """One registration. `audiences` name resources (`mcp/<virtual server>`), so a registration survives
+    a change of the gateway's public URL; `expires_at` is Unix seconds."""
 
     client_id: str
     name: str

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
@@ -62,7 +62,7 @@ class AuthorizationServer:
         replay: ReplayCache,
         *,
         token_endpoint: str,
-        resources: Callable[[], Collection[str]],
+        resources: Callable[[], Mapping[str, str]],
         revoke: Callable[[str, int], Awaitable[None]],
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -209,7 +209,8 @@ class AuthorizationServer:
         parts = urlsplit(resource)
         if not parts.scheme or not parts.netloc or parts.fragment or "#" in resource:
             raise InvalidTarget("resource must be an absolute URI without a fragment")
-        if resource not in self._resources() or resource not in agent.audiences:
+        name = self._resources().get(resource)
+        if name is None or name not in agent.audiences:
             raise InvalidTarget("this client may not obtain tokens for that resource")
         return resource
 

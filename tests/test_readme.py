@@ -118,3 +118,59 @@ def test_tour_step(served: str, index: int) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert step.expect in done.stdout, done.stdout
+
+
+SECURED_BLOCK = re.compile(r"<!-- secured expect='(?P<expect>[^']+)' -->\n```bash\n(?P<code>.*?)```", re.S)
+
+
+def test_secured_flow(tmp_path: Path) -> None:
+    """The README's agent flow, as one terminal session against `interlink serve --config
+    examples/secured.yaml`: register an agent, get a token with curl, call a tool, be refused elsewhere."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    steps = [(m["code"], m["expect"]) for m in SECURED_BLOCK.finditer(README)]
+    assert len(steps) == 4
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{INTERLINK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "INTERLINK_DEMO_AGENT_SECRET": "demo-secret-change-me",
+        "INTERLINK_IDENTITY__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'secured.db'}",
+    }
+    log = (tmp_path / "serve.log").open("w")
+    serve = [str(INTERLINK), "serve", "--config", "examples/secured.yaml", "--port", str(port)]
+    proc = subprocess.Popen(serve, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.1)
+        script = "\n".join(f"{code}\necho '--- step {i} done'" for i, (code, _e) in enumerate(steps))
+        script = script.replace(README_PORT, f"127.0.0.1:{port}")
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        output = done.stdout
+        assert done.returncode == 0, output
+        for i, (_code, expect) in enumerate(steps):
+            section = output.split(f"--- step {i} done")[0].split(f"--- step {i - 1} done")[-1]
+            assert expect in section, (i, output)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
