@@ -50,12 +50,8 @@ def add_parsers(sub: Any) -> None:
         verbs.add_parser(verb, parents=[config], help=text).add_argument("client_id")
     keys = sub.add_parser("keys", help="signing keys: `keys rotate` publishes the next key before use")
     keys.add_subparsers(dest="verb", metavar="VERB", required=True).add_parser(
-        "rotate", help="publish a new signing key now; it signs after one token lifetime"
+        "rotate", parents=[config], help="publish a new signing key now; it signs after one token lifetime"
     )
-    for parser in (agents, keys):
-        parser.add_argument(
-            "--config", type=Path, metavar="FILE", help="YAML configuration (for the database)"
-        )
 
 
 def run(args: argparse.Namespace, config: Path | None) -> int:

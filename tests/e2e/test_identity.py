@@ -4,7 +4,11 @@ server they were issued for; every refusal has its RFC status and error code (id
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -130,7 +134,9 @@ async def post_mcp(url: str, headers: dict[str, str] | None = None, params: str 
     body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
     async with httpx2.AsyncClient() as http:
         return await http.post(
-            url + params, json=body, headers={"accept": "application/json", **(headers or {})}
+            url + params,
+            json=body,
+            headers={"accept": "application/json, text/event-stream", **(headers or {})},
         )
 
 
@@ -386,3 +392,32 @@ async def test_restart_keeps_keys_and_registrations(
         jwks_after = (await http.get(f"{second}/oauth2/jwks.json")).json()
         await get_token(second)
     assert jwks_before == jwks_after
+
+
+async def test_key_rotation_while_serving(recorder: tuple[RecordingApp, str], tmp_path: Path) -> None:
+    """`interlink keys rotate` against the live database: the running gateway publishes the next key
+    within seconds, keeps signing with the current one until the next is due, and earlier tokens
+    stay valid."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'interlink.db'}"
+    config = tmp_path / "rotate.yaml"
+    config.write_text(f'identity: {{database_url: "{url}"}}\n')
+    async with secured(recorder[1], url) as base, httpx2.AsyncClient() as http:
+        before = await get_token(base)
+        (old_kid,) = [k["kid"] for k in (await http.get(f"{base}/oauth2/jwks.json")).json()["keys"]]
+        command = [sys.executable, "-m", "gateway", "keys", "rotate", "--config", str(config)]
+        done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        async with asyncio.timeout(10):
+            while len((await http.get(f"{base}/oauth2/jwks.json")).json()["keys"]) < 2:
+                await asyncio.sleep(0.2)
+        after = await get_token(base)
+        assert _kid(after) == old_kid, "the new key signs only after one token lifetime"
+        for token in (before, after):
+            mcp_http, client = authed(f"{base}/mcp/secure", token)
+            async with mcp_http, hold(client) as c:
+                assert (await c.call_tool("web__add", {"a": 1, "b": 1})).structured_content == {"result": 2}
+
+
+def _kid(token: str) -> str:
+    header = token.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])

@@ -63,3 +63,79 @@ def test_serve_with_bad_config_fails_fast(tmp_path: Path) -> None:
     done = run("serve", cwd=tmp_path)  # picks up ./interlink.yaml
     assert done.returncode == 2
     assert "names unknown upstream(s): ghost" in done.stderr
+
+
+def admin(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`interlink agents|keys ...` against examples/secured.yaml with the database in tmp_path."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "INTERLINK_DEMO_AGENT_SECRET": "x",
+        "INTERLINK_IDENTITY__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+    }
+    return subprocess.run(
+        [*INTERLINK, *args, "--config", "examples/secured.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_agents_lifecycle(tmp_path: Path) -> None:
+    """add prints a secret once (stdout, alone); list and show never print it; disable and enable
+    flip the state; rotate-secret prints a new one; unknown audiences and duplicates are refused."""
+    added = admin(
+        tmp_path,
+        "agents",
+        "add",
+        "bot",
+        "--name",
+        "Bot",
+        "--owner",
+        "ops",
+        "--audience",
+        "mcp/secure",
+        "--scope",
+        "mcp",
+    )
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip()
+    assert len(secret) >= 40 and "\n" not in secret
+    assert "registered bot for mcp/secure" in added.stderr
+    listed = admin(tmp_path, "agents", "list")
+    assert "bot" in listed.stdout and "enabled" in listed.stdout and secret not in listed.stdout
+    shown = admin(tmp_path, "agents", "show", "bot")
+    assert '"owner": "ops"' in shown.stdout and secret not in shown.stdout and "scrypt" not in shown.stdout
+    assert "disabled" in admin(tmp_path, "agents", "disable", "bot").stdout
+    assert "disabled" in admin(tmp_path, "agents", "list").stdout
+    assert "enabled" in admin(tmp_path, "agents", "enable", "bot").stdout
+    rotated = admin(tmp_path, "agents", "rotate-secret", "bot")
+    assert rotated.returncode == 0 and secret not in rotated.stdout
+    again = admin(
+        tmp_path,
+        "agents",
+        "add",
+        "bot",
+        "--name",
+        "B",
+        "--owner",
+        "o",
+        "--audience",
+        "mcp/secure",
+        "--scope",
+        "mcp",
+    )
+    assert again.returncode == 2 and "exists" in again.stdout
+    wrong = admin(
+        tmp_path, "agents", "add", "b2", "--name", "B", "--owner", "o", "--audience", "mcp/hr", "--scope", "x"
+    )
+    assert wrong.returncode == 2 and "unknown audience(s) mcp/hr" in wrong.stdout
+    assert admin(tmp_path, "agents", "show", "ghost").returncode == 1
+
+
+def test_keys_rotate_publishes_ahead(tmp_path: Path) -> None:
+    """A rotation adds a key that signs only after one token lifetime."""
+    first = admin(tmp_path, "keys", "rotate")
+    assert first.returncode == 0, first.stderr
+    assert "published key" in first.stdout and "it signs from" in first.stdout
