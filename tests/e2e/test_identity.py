@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -421,3 +422,19 @@ async def test_key_rotation_while_serving(recorder: tuple[RecordingApp, str], tm
 def _kid(token: str) -> str:
     header = token.split(".")[0]
     return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
+
+
+async def test_gateway_on_postgresql(recorder: tuple[RecordingApp, str]) -> None:
+    """The same flow with registrations, keys and revocations in PostgreSQL."""
+    url = os.environ.get("INTERLINK_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("INTERLINK_TEST_POSTGRES_URL is not set (CI sets it)")
+    async with secured(recorder[1], url.replace("postgresql://", "postgresql+asyncpg://", 1)) as base:
+        token = await get_token(base)
+        http, client = authed(f"{base}/mcp/secure", token)
+        async with http, hold(client) as c:
+            assert (await c.call_tool("web__add", {"a": 4, "b": 4})).structured_content == {"result": 8}
+        async with httpx2.AsyncClient(headers=basic("demo-agent")) as admin_http:
+            await admin_http.post(f"{base}/oauth2/revoke", data={"token": token})
+        response = await post_mcp(f"{base}/mcp/secure", {"authorization": f"Bearer {token}"})
+        assert response.status_code == 401
