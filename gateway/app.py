@@ -36,8 +36,8 @@ def create_app(
 ) -> Starlette:
     """Build the gateway. `pool` and `clock` are seams for tests; by default the pool is built from
     `settings.upstreams`."""
-    pool = pool or UpstreamPool([build_spec(u) for u in settings.upstreams])
     identity = Identity(settings, clock=clock)
+    pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.upstreams])
     security = _transport_security(settings.listen.host)
     virtuals = {
         v.name: VirtualServer(

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope, Send
 
+from adapters.mcp.credentials import TokenSource
 from gateway.settings import AgentSettings, GatewaySettings
 from gateway.store import Store
 from gateway.upstreams import resolve_values
@@ -31,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 PRINCIPAL: Final = "interlink.principal"
 """ASGI scope key under which the authenticated caller (a `Principal`) reaches the forwarding code."""
+
+GATEWAY_CLIENT_ID: Final = "interlink"
+"""The gateway's own identity in tokens it mints for upstreams."""
 
 TOKEN_PATH: Final = "/oauth2/token"
 JWKS_PATH: Final = "/oauth2/jwks.json"
@@ -121,6 +125,22 @@ class Identity:
         await self.store.revoke(jti, expires_at)
         self._revoked.add(jti)
         log.info("token_revoked", jti=jti)
+
+    def upstream_tokens(self, audience: str, scopes: list[str]) -> TokenSource:
+        """Tokens Interlink signs for an upstream that trusts its JWKS: `sub` is the gateway itself
+        (`interlink`), `aud` the upstream; a fresh one shortly before the previous expires."""
+
+        async def source() -> tuple[str, float]:
+            issued = self.issuer.issue(
+                subject=GATEWAY_CLIENT_ID,
+                client_id=GATEWAY_CLIENT_ID,
+                audience=audience,
+                scopes=scopes,
+                tenant=None,
+            )
+            return issued.token, float(issued.claims["exp"])
+
+        return source
 
     def resource_uri(self, virtual: str) -> str:
         return self.resources[f"mcp/{virtual}"]

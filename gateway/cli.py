@@ -96,11 +96,13 @@ def _load(config: Path | None) -> tuple[GatewaySettings, str]:
 
 
 def _check(config: Path) -> int:
+    from gateway.auth import Identity
     from gateway.upstreams import build_spec, resolve_values
 
     settings = load_settings(config)
+    identity = Identity(settings)
     for upstream in settings.upstreams:
-        build_spec(upstream)  # resolves every secret reference, so a missing one fails here too
+        build_spec(upstream, identity.upstream_tokens)  # resolves every secret, so a missing one fails here
     for agent in settings.identity.agents:
         if agent.secret is not None:
             resolve_values({"secret": agent.secret}, f"identity.agents.{agent.client_id}")

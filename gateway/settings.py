@@ -126,6 +126,31 @@ class StdioUpstream(_UpstreamBase):
     restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)
 
 
+class OAuthClientCredentialsAuth(_Model):
+    """Interlink obtains its own token from the upstream's authorization server (RFC 6749 §4.4)."""
+
+    kind: Literal["oauth_client_credentials"]
+    token_url: str
+    client_id: str
+    client_secret: SecretRef
+    scope: str | None = None
+    resource: str | None = None
+    """RFC 8707 resource to ask for; by default the upstream's URL."""
+
+
+class InterlinkTokenAuth(_Model):
+    """Interlink mints a token for the upstream (which trusts Interlink's JWKS): audience = the
+    upstream's URL, subject = the gateway itself."""
+
+    kind: Literal["interlink"]
+    scopes: list[str] = []
+    audience: str | None = None
+    """By default the upstream's URL."""
+
+
+UpstreamAuth = Annotated[OAuthClientCredentialsAuth | InterlinkTokenAuth, Field(discriminator="kind")]
+
+
 class HttpUpstream(_UpstreamBase):
     """An MCP server reached over streamable HTTP."""
 
@@ -133,6 +158,8 @@ class HttpUpstream(_UpstreamBase):
     url: str
     headers: dict[str, str | SecretRef] = {}
     """Headers sent on every request; use `{env: NAME}` or `{file: PATH}` for credentials."""
+    auth: UpstreamAuth | None = None
+    """How Interlink authenticates to this upstream beyond static headers. Never the caller's token."""
     start: Literal["lazy", "eager"] = "eager"
     restart_backoff_s: float = Field(0.5, gt=0, le=60)
     restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import httpx2
 from mcp import Client
 from mcp.client.session import MessageHandlerFnT
 
 from adapters.mcp.clients import http_client, inprocess_client, stdio_client
+from adapters.mcp.credentials import BearerAuth, TokenSource, client_credentials
 from adapters.mcp.pool import UpstreamSpec
 from gateway import __version__
 from gateway.demo import build_demo_server
@@ -19,6 +21,7 @@ from gateway.settings import (
     BuiltinUpstream,
     ConfigError,
     HttpUpstream,
+    InterlinkTokenAuth,
     SecretRef,
     StdioUpstream,
     UpstreamSettings,
@@ -39,9 +42,13 @@ def resolve_values(values: Mapping[str, str | SecretRef], where: str) -> dict[st
     return out
 
 
-def build_spec(upstream: UpstreamSettings) -> UpstreamSpec:
-    """The pool spec for one configured upstream."""
-    connect = _connector(upstream)
+Minter = Callable[[str, list[str]], TokenSource]
+"""(audience, scopes) -> a source of Interlink-signed tokens for that audience."""
+
+
+def build_spec(upstream: UpstreamSettings, mint: Minter | None = None) -> UpstreamSpec:
+    """The pool spec for one configured upstream; `mint` serves `auth: {kind: interlink}`."""
+    connect = _connector(upstream, mint)
     return UpstreamSpec(
         name=upstream.name,
         connect=connect,
@@ -54,7 +61,28 @@ def build_spec(upstream: UpstreamSettings) -> UpstreamSpec:
     )
 
 
-def _connector(upstream: UpstreamSettings) -> Callable[[MessageHandlerFnT], Client]:
+def _auth(upstream: HttpUpstream, mint: Minter | None) -> httpx2.Auth | None:
+    auth = upstream.auth
+    if auth is None:
+        return None
+    if isinstance(auth, InterlinkTokenAuth):
+        if mint is None:
+            raise ConfigError(f"upstreams.{upstream.name}.auth: interlink tokens need the gateway's identity")
+        return BearerAuth(mint(auth.audience or upstream.url, auth.scopes))
+    secret = resolve_values({"client_secret": auth.client_secret}, f"upstreams.{upstream.name}.auth")
+    source = client_credentials(
+        upstream.name,
+        auth.token_url,
+        auth.client_id,
+        secret["client_secret"],
+        scope=auth.scope,
+        resource=auth.resource or upstream.url,
+        timeout_s=upstream.connect_timeout_s,
+    )
+    return BearerAuth(source)
+
+
+def _connector(upstream: UpstreamSettings, mint: Minter | None) -> Callable[[MessageHandlerFnT], Client]:
     where = f"upstreams.{upstream.name}"
     if isinstance(upstream, StdioUpstream):
         env = resolve_values(upstream.env, f"{where}.env")
@@ -69,6 +97,7 @@ def _connector(upstream: UpstreamSettings) -> Callable[[MessageHandlerFnT], Clie
         )
     if isinstance(upstream, HttpUpstream):
         headers = resolve_values(upstream.headers, f"{where}.headers")
+        auth = _auth(upstream, mint)
         return lambda on_message: http_client(
             upstream.url,
             headers,
@@ -77,6 +106,7 @@ def _connector(upstream: UpstreamSettings) -> Callable[[MessageHandlerFnT], Clie
             version=__version__,
             mode=upstream.protocol,
             on_message=on_message,
+            auth=auth,
         )
     assert isinstance(upstream, BuiltinUpstream)
     demo = build_demo_server()

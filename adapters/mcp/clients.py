@@ -81,11 +81,15 @@ def stdio_client(
 
 @asynccontextmanager
 async def _http_transport(
-    url: str, headers: Mapping[str, str], connect_timeout_s: float, call_timeout_s: float
+    url: str,
+    headers: Mapping[str, str],
+    connect_timeout_s: float,
+    call_timeout_s: float,
+    auth: httpx2.Auth | None,
 ) -> AsyncIterator[TransportStreams]:
     timeout = httpx2.Timeout(call_timeout_s, connect=connect_timeout_s)
     async with httpx2.AsyncClient(
-        headers=dict(headers), timeout=timeout, limits=UPSTREAM_LIMITS, follow_redirects=False
+        headers=dict(headers), auth=auth, timeout=timeout, limits=UPSTREAM_LIMITS, follow_redirects=False
     ) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             yield streams
@@ -100,9 +104,11 @@ def http_client(
     version: str,
     mode: ConnectMode = "auto",
     on_message: MessageHandlerFnT | None = None,
+    auth: httpx2.Auth | None = None,
 ) -> Client:
-    """A client for a streamable-HTTP upstream; `headers` carry the gateway's credential for it."""
-    transport = _http_transport(url, headers, connect_timeout_s, call_timeout_s)
+    """A client for a streamable-HTTP upstream; `headers` and `auth` carry the gateway's own
+    credential for it (never a caller's)."""
+    transport = _http_transport(url, headers, connect_timeout_s, call_timeout_s, auth)
     return _client(transport, version, on_message, mode)
 
 

@@ -46,7 +46,7 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import GatewayError, UpstreamTimeout, UpstreamUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -439,6 +439,8 @@ def _describe(exc: BaseException) -> str:
         return "network error"
     if isinstance(exc, FileNotFoundError):
         return "command not found"
+    if isinstance(exc, GatewayError):  # our own messages are safe to show by construction
+        return exc.message.removeprefix(f"upstream {exc.detail.get('upstream', '')!r}: ")
     if isinstance(exc, anyio.ClosedResourceError | anyio.BrokenResourceError | anyio.EndOfStream):
         return "connection closed"
     if isinstance(exc, MCPError):
