@@ -23,7 +23,7 @@ from gateway.settings import AgentSettings, GatewaySettings
 from gateway.store import Store
 from gateway.upstreams import resolve_values
 from identity.agents import Agent, hash_secret
-from identity.authorization import ASSERTION_ALGORITHMS, AuthorizationServer
+from identity.authorization import ASSERTION_ALGORITHMS, TOKEN_EXCHANGE, AuthorizationServer
 from identity.errors import IdentityError, InsufficientScope, InvalidRequest, InvalidToken
 from identity.keys import ALGORITHM, KeyRing, generate_key
 from identity.tokens import Principal, TokenIssuer, TokenVerifier
@@ -272,7 +272,7 @@ class Identity:
             "jwks_uri": base + JWKS_PATH,
             "revocation_endpoint": base + REVOKE_PATH,
             "introspection_endpoint": base + INTROSPECT_PATH,
-            "grant_types_supported": ["client_credentials"],
+            "grant_types_supported": ["client_credentials", TOKEN_EXCHANGE],
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": [
                 "private_key_jwt",
@@ -312,6 +312,7 @@ def _agent(settings: AgentSettings) -> Agent:
         scopes=tuple(settings.scopes),
         expires_at=_epoch(settings.expires_at),
         enabled=settings.enabled,
+        may_act_for=tuple(settings.may_act_for),
     )
 
 

@@ -226,6 +226,8 @@ class AgentSettings(_Model):
     scopes: list[str] = Field(min_length=1)
     expires_at: datetime | None = None
     enabled: bool = True
+    may_act_for: list[str] = []
+    """Client ids whose tokens this agent may exchange (RFC 8693) to act on their behalf."""
 
     @model_validator(mode="after")
     def _one_method(self) -> AgentSettings:

@@ -184,4 +184,5 @@ def _agent(record: str) -> Agent:
     data = json.loads(record)
     data["audiences"] = tuple(data["audiences"])
     data["scopes"] = tuple(data["scopes"])
+    data["may_act_for"] = tuple(data.get("may_act_for", ()))
     return Agent(**data)

@@ -35,6 +35,8 @@ class Agent:
     jwks: Mapping[str, Any] | None = None
     expires_at: int | None = None
     enabled: bool = True
+    may_act_for: tuple[str, ...] = ()
+    """Client ids whose tokens this agent may exchange to act on their behalf (RFC 8693)."""
 
     def usable(self, now: float) -> bool:
         return self.enabled and (self.expires_at is None or now < self.expires_at)

@@ -23,6 +23,7 @@ from joserfc.jwt import JWTClaimsRegistry
 from identity.agents import Agent, check_secret
 from identity.errors import (
     InvalidClient,
+    InvalidGrant,
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
@@ -32,6 +33,9 @@ from identity.errors import (
 from identity.tokens import LEEWAY_S, TokenIssuer, TokenVerifier
 
 CLIENT_CREDENTIALS: Final = "client_credentials"
+TOKEN_EXCHANGE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
+SUBJECT_TOKEN_TYPES: Final = (ACCESS_TOKEN_TYPE, "urn:ietf:params:oauth:token-type:jwt")
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS: Final = ("ES256", "EdDSA", "RS256", "PS256")
 """Algorithms accepted on an agent's `private_key_jwt` assertion (never `none` or HMAC)."""
@@ -79,6 +83,8 @@ class AuthorizationServer:
         """RFC 6749 §4.4.2 + §5.1: a bearer token, 5 minutes by default, never a refresh token.
         Returns the authenticated agent (for the audit) and the response body."""
         grant = _one(form, "grant_type", required=True)
+        if grant == TOKEN_EXCHANGE:
+            return await self._exchange(form, authorization)
         if grant != CLIENT_CREDENTIALS:
             raise UnsupportedGrantType(f"grant_type {grant!r} is not supported; use client_credentials")
         agent = await self.authenticate(form, authorization)
@@ -94,6 +100,53 @@ class AuthorizationServer:
         )
         return agent, {
             "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+            "scope": " ".join(scopes),
+        }
+
+    async def _exchange(self, form: Form, authorization: str | None) -> tuple[Agent, dict[str, Any]]:
+        """RFC 8693 §2: the authenticated agent acts for the subject of `subject_token`. The new
+        token keeps the subject, records the chain in `act` (§4.1, current actor outermost), is
+        for one downstream resource the actor is registered for, carries only scopes both the
+        subject token and the actor hold, and never outlives the subject token."""
+        actor = await self.authenticate(form, authorization)
+        if _one(form, "subject_token_type", required=True) not in SUBJECT_TOKEN_TYPES:
+            raise InvalidRequest("subject_token_type must be an access token or a JWT")
+        if "actor_token" in form:
+            raise InvalidRequest("actor_token is not supported: the authenticated client is the actor")
+        try:
+            subject = self._verifier.verify(_one(form, "subject_token", required=True) or "", None)
+        except InvalidToken as exc:
+            raise InvalidGrant(f"subject_token is not acceptable: {exc.description}") from None
+        if subject.client_id not in actor.may_act_for:
+            raise InvalidGrant("this client may not act for the subject token's client")
+        resource = self._resource(form, actor)
+        allowed = [s for s in actor.scopes if s in subject.scopes]
+        requested = (_one(form, "scope") or "").split() or allowed
+        if not requested or any(s not in allowed for s in requested):
+            raise InvalidScope(
+                "scopes may only narrow: request scopes both the subject token and this client hold"
+            )
+        scopes = list(dict.fromkeys(requested))
+        previous = subject.actors or ((subject.client_id,) if subject.client_id != subject.subject else ())
+        chain: dict[str, Any] = {"sub": actor.client_id}
+        inner = chain
+        for earlier in previous:
+            inner["act"] = {"sub": earlier}
+            inner = inner["act"]
+        issued = self._issuer.issue(
+            subject=subject.subject,
+            client_id=actor.client_id,
+            audience=resource,
+            scopes=scopes,
+            tenant=subject.tenant,
+            not_after=min(subject.expires_at, actor.expires_at or subject.expires_at),
+            act=chain,
+        )
+        return actor, {
+            "access_token": issued.token,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
             "token_type": "Bearer",
             "expires_in": issued.expires_in,
             "scope": " ".join(scopes),

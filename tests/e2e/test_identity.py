@@ -72,6 +72,22 @@ def agents() -> list[dict[str, Any]]:
             **common,
         },
         {
+            "client_id": "orchestrator",
+            "name": "Orchestrator",
+            "secret": {"value": SECRET},
+            "scopes": ["mcp", "read"],
+            "may_act_for": ["demo-agent"],
+            **{**common, "audiences": ["mcp/secure", "mcp/payroll"]},
+        },
+        {
+            "client_id": "relay",
+            "name": "Relay",
+            "secret": {"value": SECRET},
+            "scopes": ["mcp"],
+            "may_act_for": ["orchestrator"],
+            **{**common, "audiences": ["mcp/payroll"]},
+        },
+        {
             "client_id": "keyed-agent",
             "name": "Keyed",
             "jwks": {"keys": [AGENT_KEY.as_dict(private=False)]},
@@ -438,3 +454,74 @@ async def test_gateway_on_postgresql(recorder: tuple[RecordingApp, str]) -> None
             await admin_http.post(f"{base}/oauth2/revoke", data={"token": token})
         response = await post_mcp(f"{base}/mcp/secure", {"authorization": f"Bearer {token}"})
         assert response.status_code == 401
+
+
+EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+
+
+async def exchange(
+    base: str, actor: str, subject_token: str, resource: str, scope: str | None = None
+) -> httpx2.Response:
+    form = {
+        "grant_type": EXCHANGE,
+        "subject_token": subject_token,
+        "subject_token_type": ACCESS,
+        "resource": f"{base}/mcp/{resource}",
+    }
+    if scope:
+        form["scope"] = scope
+    return await token_response(base, form, basic(actor))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+async def test_token_exchange_for_delegation(base: str) -> None:
+    """Case 14, allowed path: the orchestrator acts for demo-agent on another virtual server; the new
+    token keeps the subject, records the actor in `act`, narrows scope and never outlives the subject
+    token; a second hop nests the chain."""
+    subject = await get_token(base)
+    response = await exchange(base, "orchestrator", subject, "payroll")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["issued_token_type"] == ACCESS and body["scope"] == "mcp"
+    claims, original = claims_of(body["access_token"]), claims_of(subject)
+    assert (claims["sub"], claims["client_id"], claims["act"]) == (
+        "demo-agent",
+        "orchestrator",
+        {"sub": "orchestrator"},
+    )
+    assert claims["aud"] == f"{base}/mcp/payroll" and claims["exp"] <= original["exp"]
+    http, client = authed(f"{base}/mcp/payroll", body["access_token"])
+    async with http, hold(client) as c:
+        assert "demo__lookup_person" in {t.name for t in (await c.list_tools()).tools}
+    second = await exchange(base, "relay", body["access_token"], "payroll")
+    assert second.status_code == 200, second.text
+    chain = claims_of(second.json()["access_token"])
+    assert chain["sub"] == "demo-agent"
+    assert chain["act"] == {"sub": "relay", "act": {"sub": "orchestrator"}}
+
+
+@pytest.mark.parametrize(
+    ("actor", "resource", "scope", "status", "error"),
+    [
+        ("other-agent", "secure", None, 400, "invalid_grant"),  # not allowed to act for demo-agent
+        ("orchestrator", "secure", "mcp read", 400, "invalid_scope"),  # widening beyond the subject
+        ("orchestrator", "nowhere", None, 400, "invalid_target"),
+        ("relay", "payroll", None, 400, "invalid_grant"),  # relay may act for the orchestrator only
+    ],
+)
+async def test_token_exchange_refusals(
+    base: str, actor: str, resource: str, scope: str | None, status: int, error: str
+) -> None:
+    """Case 14: who may act, scope only narrows, audience must be registered for the actor."""
+    response = await exchange(base, actor, await get_token(base), resource, scope)
+    assert (response.status_code, response.json()["error"]) == (status, error), response.text
+
+
+async def test_token_exchange_with_a_bad_subject_token(base: str) -> None:
+    response = await exchange(base, "orchestrator", "not-a-token", "payroll")
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
