@@ -5,21 +5,27 @@ The decisions live in `identity/`; this module does the HTTP and the database.""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import structlog
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Scope, Send
 
 from adapters.mcp.credentials import TokenSource
-from gateway.settings import AgentSettings, GatewaySettings
+from gateway.fetch import FetchError, fetch_json
+from gateway.settings import AgentSettings, GatewaySettings, TrustedIssuerSettings
 from gateway.store import Store
 from gateway.upstreams import resolve_values
 from identity.agents import Agent, hash_secret
@@ -42,6 +48,7 @@ REVOKE_PATH: Final = "/oauth2/revoke"
 INTROSPECT_PATH: Final = "/oauth2/introspect"
 AS_METADATA_PATH: Final = "/.well-known/oauth-authorization-server"
 PRM_PREFIX: Final = "/.well-known/oauth-protected-resource"
+EMPTY_KEYS: Final = KeySet([])
 NO_STORE: Final = {"cache-control": "no-store", "pragma": "no-cache"}
 REFRESH_S: Final = 2.0
 """How often keys and revocations are re-read from the database, so a revocation or key rotation
@@ -63,6 +70,8 @@ class Identity:
         self._ring = KeyRing([])
         self._revoked: set[str] = set()
         self._store: Store | None = None
+        self._external_keys: dict[str, KeySet] = {}
+        self._external = {t.issuer: self._external_verifier(t) for t in self.settings.trusted_issuers}
         self.issuer = TokenIssuer(self.issuer_url, lambda: self._ring, self.settings.token_ttl_s, clock)
         self.verifier = TokenVerifier(
             self.issuer_url,
@@ -101,8 +110,12 @@ class Identity:
                 revoke=self.revoke,
                 clock=self._clock,
             )
+            for trusted in self.settings.trusted_issuers:
+                await self._refresh_issuer(trusted)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_forever)
+                if self.settings.trusted_issuers:
+                    tg.start_soon(self._refresh_issuers_forever)
                 try:
                     yield self
                 finally:
@@ -117,6 +130,33 @@ class Identity:
                 self._revoked = await self.store.revoked_ids(int(self._clock()))
             except Exception:  # noqa: BLE001 - a database hiccup must not stop future refreshes
                 log.exception("identity_refresh_failed")
+
+    def _external_verifier(self, trusted: TrustedIssuerSettings) -> TokenVerifier:
+        return TokenVerifier(
+            trusted.issuer,
+            lambda: self._external_keys.get(trusted.issuer, EMPTY_KEYS),
+            max_ttl_s=trusted.max_token_ttl_s,
+            is_revoked=lambda jti: jti in self._revoked,
+            clock=self._clock,
+            algorithms=trusted.algorithms,
+            require_at_jwt=trusted.require_at_jwt,
+            client_id_claim=trusted.client_id_claim,
+        )
+
+    async def _refresh_issuer(self, trusted: TrustedIssuerSettings) -> None:
+        """Fetch one trusted issuer's JWKS; until a fetch succeeds its tokens are refused."""
+        try:
+            document = await fetch_json(trusted.jwks_url, allow_private=trusted.allow_private_network)
+            self._external_keys[trusted.issuer] = KeySet.import_key_set(cast(Any, document))
+            log.info("trusted_issuer_keys_loaded", issuer=trusted.issuer, keys=len(document.get("keys", [])))
+        except (FetchError, ValueError, TypeError, KeyError, JoseError) as exc:
+            log.warning("trusted_issuer_keys_unavailable", issuer=trusted.issuer, cause=str(exc))
+
+    async def _refresh_issuers_forever(self) -> None:
+        while True:
+            for trusted in self.settings.trusted_issuers:
+                await self._refresh_issuer(trusted)
+            await anyio.sleep(min((t.jwks_refresh_s for t in self.settings.trusted_issuers), default=3600))
 
     async def reload_keys(self) -> None:
         self._ring = KeyRing(await self.store.signing_keys())
@@ -164,7 +204,8 @@ class Identity:
         kind, _, token = values[0].decode("latin-1").partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise InvalidToken("use an Authorization: Bearer token")
-        principal = self.verifier.verify(token.strip(), self.resource_uri(virtual))
+        verifier = self._external.get(_unverified_issuer(token.strip()) or "", self.verifier)
+        principal = verifier.verify(token.strip(), self.resource_uri(virtual))
         missing = [s for s in required if s not in principal.scopes]
         if missing:
             raise InsufficientScope(f"this resource needs scope {' '.join(required)}", tuple(required))
@@ -293,6 +334,17 @@ class Identity:
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": sorted({s for a in self.settings.agents for s in a.scopes}),
         }
+
+
+def _unverified_issuer(token: str) -> str | None:
+    """The `iss` a token claims, only to pick whose keys verify it; nothing else is trusted yet."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    iss = claims.get("iss") if isinstance(claims, dict) else None
+    return iss if isinstance(iss, str) else None
 
 
 def _agent(settings: AgentSettings) -> Agent:

@@ -236,6 +236,24 @@ class AgentSettings(_Model):
         return self
 
 
+class TrustedIssuerSettings(_Model):
+    """An external issuer (an enterprise IdP) whose access tokens are accepted like Interlink's own:
+    same signature, issuer, exact-audience, time, lifetime and revocation checks."""
+
+    issuer: str = Field(min_length=1)
+    """Compared exactly with the token's `iss`."""
+    jwks_url: str
+    """Fetched at start and every `jwks_refresh_s`, as a hostile URL: https, public addresses only."""
+    algorithms: list[Literal["RS256", "PS256", "ES256", "EdDSA"]] = ["RS256", "ES256"]
+    require_at_jwt: bool = True
+    """Insist on `typ: at+jwt` (RFC 9068); turn off only for IdPs that label access tokens `JWT`."""
+    client_id_claim: Literal["client_id", "azp", "appid"] = "client_id"
+    max_token_ttl_s: int = Field(3600, ge=60, le=86400)
+    jwks_refresh_s: int = Field(300, ge=10, le=86400)
+    allow_private_network: bool = False
+    """Allow http and private addresses for the JWKS URL (development only)."""
+
+
 class IdentitySettings(_Model):
     """Interlink's authorization server and the resource servers on every face."""
 
@@ -247,6 +265,7 @@ class IdentitySettings(_Model):
     database_url: str = "sqlite+aiosqlite:///interlink-data/interlink.db"
     """Registrations, signing keys and revocations; `postgresql+asyncpg://...` to share between replicas."""
     agents: list[AgentSettings] = []
+    trusted_issuers: list[TrustedIssuerSettings] = []
 
     @field_validator("public_url")
     @classmethod

@@ -14,7 +14,8 @@ from typing import Any, Final
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwt import JWTClaimsRegistry
+from joserfc.jwk import KeySet
+from joserfc.jwt import ClaimsOption, JWTClaimsRegistry
 
 from identity.errors import InvalidToken
 from identity.keys import ALGORITHM, KeyRing
@@ -109,15 +110,23 @@ class TokenVerifier:
     def __init__(
         self,
         issuer: str,
-        keys: Callable[[], KeyRing],
+        keys: Callable[[], KeyRing | KeySet],
         *,
         max_ttl_s: int,
         is_revoked: Callable[[str], bool],
         clock: Callable[[], float] = time.time,
         leeway_s: int = LEEWAY_S,
+        algorithms: Sequence[str] = (ALGORITHM,),
+        require_at_jwt: bool = True,
+        client_id_claim: str = "client_id",
     ) -> None:
+        """`keys` gives our ring, or (for a trusted external issuer) its fetched JWKS; such issuers may
+        use other algorithms, may not label tokens `at+jwt`, and may name the client in `azp`."""
         self.issuer = issuer
         self._keys = keys
+        self._algorithms = list(algorithms)
+        self._require_at_jwt = require_at_jwt
+        self._client_id_claim = client_id_claim
         self._max_ttl_s = max_ttl_s
         self._is_revoked = is_revoked
         self._clock = clock
@@ -130,16 +139,15 @@ class TokenVerifier:
         authorization server, never for a resource."""
         claims = self._decode(token)
         now = int(self._clock())
-        registry = JWTClaimsRegistry(
-            now=now,
-            leeway=self._leeway_s,
-            iss={"essential": True, "value": self.issuer},
-            sub={"essential": True},
-            client_id={"essential": True},
-            exp={"essential": True},
-            iat={"essential": True},
-            jti={"essential": True},
-        )
+        options: dict[str, ClaimsOption] = {
+            "iss": {"essential": True, "value": self.issuer},
+            "sub": {"essential": True},
+            self._client_id_claim: {"essential": True},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+            "jti": {"essential": True},
+        }
+        registry = JWTClaimsRegistry(now=now, leeway=self._leeway_s, **options)
         try:
             registry.validate(claims)
         except JoseError as exc:
@@ -156,19 +164,23 @@ class TokenVerifier:
             raise InvalidToken("token lifetime exceeds the maximum")
         if self._is_revoked(str(claims["jti"])):
             raise InvalidToken("token has been revoked")
+        claims["client_id"] = claims[self._client_id_claim]
         return _principal(claims, audience)
 
     def _decode(self, token: str) -> dict[str, Any]:
         if not token or len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidToken("token is malformed")
+        keys = self._keys()
+        key_set = keys.verification_keys() if isinstance(keys, KeyRing) else keys
         try:
-            decoded = jwt.decode(token, self._keys().verification_keys(), algorithms=[ALGORITHM])
+            decoded = jwt.decode(token, key_set, algorithms=self._algorithms)
         except (JoseError, ValueError, KeyError, TypeError):
             raise InvalidToken("token signature or format is invalid") from None
         header = decoded.header
         if FORBIDDEN_HEADERS & header.keys():
             raise InvalidToken("token header names its own key")
-        if str(header.get("typ", "")).lower() not in (TOKEN_TYPE, f"application/{TOKEN_TYPE}"):
+        typ = str(header.get("typ", "")).lower()
+        if self._require_at_jwt and typ not in (TOKEN_TYPE, f"application/{TOKEN_TYPE}"):
             raise InvalidToken("token is not an access token (typ must be at+jwt)")
         return dict(decoded.claims)
 
