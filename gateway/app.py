@@ -25,9 +25,11 @@ from adapters.mcp.naming import ToolSelection
 from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
+from gateway.admin_api import admin_routes
 from gateway.auth import PRINCIPAL, Identity
+from gateway.registry import Registry
 from gateway.settings import GatewaySettings, VirtualServerSettings
-from gateway.upstreams import build_spec
+from gateway.upstreams import build_spec, resolve_values
 from identity.errors import IdentityError
 
 
@@ -92,6 +94,7 @@ def create_app(
             methods=["GET", "POST", "DELETE"],
         ),
         *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
+        *admin_routes(_admin_token(settings), lambda: Registry(identity.store, settings)),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -151,6 +154,13 @@ class McpEndpoint:
             await send(message)
 
         return recording
+
+
+def _admin_token(settings: GatewaySettings) -> str | None:
+    token = settings.identity.admin_token
+    if token is None:
+        return None
+    return resolve_values({"admin_token": token}, "identity")["admin_token"]
 
 
 MAX_SESSIONS: Final = 100_000

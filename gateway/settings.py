@@ -266,6 +266,8 @@ class IdentitySettings(_Model):
     """Registrations, signing keys and revocations; `postgresql+asyncpg://...` to share between replicas."""
     agents: list[AgentSettings] = []
     trusted_issuers: list[TrustedIssuerSettings] = []
+    admin_token: SecretRef | None = None
+    """Enables the admin HTTP API under /admin for callers presenting it as a Bearer token."""
 
     @field_validator("public_url")
     @classmethod

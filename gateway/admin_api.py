@@ -1,0 +1,110 @@
+"""The admin HTTP API under `/admin`: the `interlink agents|keys` operations over HTTP, for
+automation. Off unless `identity.admin_token` is set; every request must carry it as a Bearer
+token (compared in constant time). Answers JSON; secrets appear once, in the response that creates them.
+
+    GET  /admin/agents                      list
+    POST /admin/agents                      register (body: NewAgent) -> agent + secret
+    GET  /admin/agents/{id}                 show
+    POST /admin/agents/{id}/disable|enable  (disable revokes live tokens)
+    POST /admin/agents/{id}/rotate-secret   -> secret
+    POST /admin/keys/rotate                 publish the next signing key
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.registry import NewAgent, Registry, RegistryError, describe
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Request, Registry], Awaitable[Any]]
+
+
+def admin_routes(admin_token: str | None, registry: Callable[[], Registry]) -> list[Route]:
+    """The routes; with no admin token configured there are none (404 everywhere under /admin)."""
+    if not admin_token:
+        return []
+    expected = f"Bearer {admin_token}".encode()
+
+    return [
+        Route("/admin/agents", _guarded(expected, registry, list_agents), methods=["GET"]),
+        Route("/admin/agents", _guarded(expected, registry, add_agent, 201), methods=["POST"]),
+        Route("/admin/agents/{client_id}", _guarded(expected, registry, show_agent), methods=["GET"]),
+        Route(
+            "/admin/agents/{client_id}/rotate-secret",
+            _guarded(expected, registry, rotate_secret),
+            methods=["POST"],
+        ),
+        Route("/admin/agents/{client_id}/{verb:str}", _guarded(expected, registry, toggle), methods=["POST"]),
+        Route("/admin/keys/rotate", _guarded(expected, registry, rotate_keys), methods=["POST"]),
+    ]
+
+
+def _guarded(
+    expected: bytes, registry: Callable[[], Registry], handler: Handler, status: int = 200
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            log.warning("admin_request_refused", path=request.url.path)
+            return JSONResponse(
+                {"error": "invalid_token", "error_description": "admin credential required"},
+                status_code=401,
+                headers={"www-authenticate": 'Bearer realm="interlink-admin"'},
+            )
+        try:
+            body = await handler(request, registry())
+        except RegistryError as exc:
+            return JSONResponse(
+                {"error": "refused", "error_description": exc.message}, status_code=exc.status
+            )
+        except ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
+            return JSONResponse({"error": "invalid_request", "problems": problems}, status_code=422)
+        log.info("admin_request", path=request.url.path, method=request.method)
+        return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+    return endpoint
+
+
+async def list_agents(request: Request, reg: Registry) -> Any:
+    return {"agents": [describe(a) for a in await reg.all()]}
+
+
+async def add_agent(request: Request, reg: Registry) -> Any:
+    try:
+        payload = await request.json()
+    except ValueError:
+        raise RegistryError("body must be JSON", 400) from None
+    agent, secret = await reg.add(NewAgent.model_validate(payload), source="api")
+    return {"agent": describe(agent), **({"client_secret": secret} if secret else {})}
+
+
+async def show_agent(request: Request, reg: Registry) -> Any:
+    return describe(await reg.get(request.path_params["client_id"]))
+
+
+async def toggle(request: Request, reg: Registry) -> Any:
+    if request.path_params["verb"] not in ("enable", "disable"):
+        raise RegistryError("unknown operation", 404)
+    enable = request.path_params["verb"] == "enable"
+    revoked = await reg.set_enabled(request.path_params["client_id"], enable, source="api")
+    return {"client_id": request.path_params["client_id"], "enabled": enable, "revoked_tokens": revoked}
+
+
+async def rotate_secret(request: Request, reg: Registry) -> Any:
+    return {"client_secret": await reg.rotate_secret(request.path_params["client_id"], source="api")}
+
+
+async def rotate_keys(request: Request, reg: Registry) -> Any:
+    key, retired = await reg.rotate_keys()
+    return {"published": key.kid, "active_from": key.active_from, "retired": [k.kid for k in retired]}
