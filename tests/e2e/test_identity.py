@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -525,3 +527,43 @@ async def test_token_exchange_refusals(
 async def test_token_exchange_with_a_bad_subject_token(base: str) -> None:
     response = await exchange(base, "orchestrator", "not-a-token", "payroll")
     assert (response.status_code, response.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_two_authorization_headers_are_refused(base: str) -> None:
+    """Case 8: duplicate Authorization headers are ambiguous: 400 invalid_request."""
+    token = await get_token(base)
+    async with httpx2.AsyncClient() as http:
+        response = await http.post(
+            f"{base}/mcp/secure",
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers=[("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")],
+        )
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
+
+
+def _unsigned_assertion(base: str) -> str:
+    now = int(time.time())
+    claims = {"iss": "keyed-agent", "sub": "keyed-agent", "aud": f"{base}/oauth2/token", "exp": now + 60}
+    claims["jti"] = f"j-{time.monotonic_ns()}"
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{payload}."
+
+
+def _hs256_assertion(base: str) -> str:
+    now = int(time.time())
+    claims = {"iss": "keyed-agent", "sub": "keyed-agent", "aud": f"{base}/oauth2/token", "exp": now + 60}
+    claims["jti"] = f"j-{time.monotonic_ns()}"
+    public = json.dumps(AGENT_KEY.as_dict(private=False)).encode()
+    head = base64.urlsafe_b64encode(json.dumps({"alg": "HS256", "kid": "agent-key-1"}).encode()).rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+    signing_input = head + b"." + body
+    mac = base64.urlsafe_b64encode(hmac.new(public, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + mac).decode()
+
+
+@pytest.mark.parametrize("forge", [_unsigned_assertion, _hs256_assertion])
+async def test_forged_client_assertions(base: str, forge: Any) -> None:
+    """Case 11: an unsigned assertion, or one HMAC-signed with the agent's public key."""
+    response = await keyed_token(base, forge(base))
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
