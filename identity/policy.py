@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from fnmatch import fnmatchcase
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -103,7 +103,7 @@ class Rule(_Model):
 
 class Policy(_Model):
     version: str = "1"
-    rules: Annotated[list[Rule], Field(default_factory=list)]
+    rules: list[Rule] = []
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Policy:
