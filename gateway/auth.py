@@ -159,7 +159,10 @@ class Identity:
             await anyio.sleep(min((t.jwks_refresh_s for t in self.settings.trusted_issuers), default=3600))
 
     async def reload_keys(self) -> None:
-        self._ring = KeyRing(await self.store.signing_keys())
+        """Re-read the signing keys; the ring (and so the verifier's cache) changes only when they do."""
+        keys = await self.store.signing_keys()
+        if {(k.kid, k.active_from) for k in keys} != {(k.kid, k.active_from) for k in self._ring.keys}:
+            self._ring = KeyRing(keys)
 
     async def revoke(self, jti: str, expires_at: int) -> None:
         await self.store.revoke(jti, expires_at)

@@ -26,6 +26,9 @@ TOKEN_TYPE: Final = "at+jwt"
 LEEWAY_S: Final = 30
 """Clock skew tolerated on `exp`, `nbf` and `iat` (bounded: the security cases allow at most 60 s)."""
 
+VERIFIED_CACHE_SIZE: Final = 4096
+"""Most tokens remembered as correctly signed (oldest forgotten first)."""
+
 MAX_TOKEN_BYTES: Final = 8192
 """Longer bearer strings are rejected before any parsing."""
 
@@ -127,6 +130,11 @@ class TokenVerifier:
         self._algorithms = list(algorithms)
         self._require_at_jwt = require_at_jwt
         self._client_id_claim = client_id_claim
+        self._verified: dict[str, tuple[KeySet, dict[str, Any]]] = {}
+        """Tokens whose signature and header already checked out against this exact key set. An
+        agent presents the same token on every call of its lifetime, so only the first pays for the
+        signature (~0.1 ms); every claim (times, issuer, audience, revocation) is still checked on
+        every call, and a changed key set (rotation, refetched JWKS) empties the cache in effect."""
         self._max_ttl_s = max_ttl_s
         self._is_revoked = is_revoked
         self._clock = clock
@@ -172,6 +180,9 @@ class TokenVerifier:
             raise InvalidToken("token is malformed")
         keys = self._keys()
         key_set = keys.verification_keys() if isinstance(keys, KeyRing) else keys
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] is key_set:
+            return dict(cached[1])
         try:
             decoded = jwt.decode(token, key_set, algorithms=self._algorithms)
         except (JoseError, ValueError, KeyError, TypeError):
@@ -182,7 +193,11 @@ class TokenVerifier:
         typ = str(header.get("typ", "")).lower()
         if self._require_at_jwt and typ not in (TOKEN_TYPE, f"application/{TOKEN_TYPE}"):
             raise InvalidToken("token is not an access token (typ must be at+jwt)")
-        return dict(decoded.claims)
+        claims = dict(decoded.claims)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (key_set, claims)
+        return dict(claims)
 
 
 def _claim_problem(exc: JoseError) -> str:

@@ -267,3 +267,30 @@ def test_key_rotation_keeps_old_tokens_valid_and_publishes_ahead() -> None:
     assert ring.signing_key(NOW + TTL) == new
     assert ring.retirable(NOW + TTL + TTL + 1, TTL) == [old]
     assert ring.retirable(NOW + TTL, TTL) == []
+
+
+def test_cached_signature_still_gets_every_claim_check() -> None:
+    """A token seen before skips only the signature check: expiry and revocation still apply, and a
+    new key ring (rotation) is checked afresh."""
+    clock = Clock()
+    revoked: set[str] = set()
+    ring_box = [RING]
+    check = TokenVerifier(
+        ISSUER, lambda: ring_box[0], max_ttl_s=TTL, is_revoked=revoked.__contains__, clock=clock
+    )
+    tok = token()
+    principal = check.verify(tok, AUD)
+    assert check.verify(tok, AUD) == principal
+    with pytest.raises(InvalidToken, match="audience"):
+        check.verify(tok, AUD + "/other")
+    revoked.add(principal.token_id)
+    with pytest.raises(InvalidToken, match="revoked"):
+        check.verify(tok, AUD)
+    revoked.clear()
+    clock.now = NOW + TTL + 60
+    with pytest.raises(InvalidToken, match="expired"):
+        check.verify(tok, AUD)
+    clock.now = NOW
+    ring_box[0] = OTHER_RING  # our key is gone: the cached verdict must not survive
+    with pytest.raises(InvalidToken, match="signature"):
+        check.verify(tok, AUD)
