@@ -27,6 +27,7 @@ from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.admin_api import admin_routes
 from gateway.auth import PRINCIPAL, Identity
+from gateway.enforce import Enforcer
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings, VirtualServerSettings
 from gateway.upstreams import build_spec, resolve_values
@@ -50,6 +51,7 @@ def create_app(
             max_body_bytes=settings.limits.max_body_bytes,
             security=security,
             version=__version__,
+            authorizer=Enforcer(settings.policy, v.name, clock) if settings.policy and not v.public else None,
         )
         for v in settings.virtual_servers
     }

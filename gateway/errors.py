@@ -9,7 +9,8 @@ Each protocol adapter maps `reason` to its wire code in its own `REASON_CODES` t
     │   ├── UnknownTool              no such tool on this virtual server
     │   ├── UnknownPrompt            no such prompt on this virtual server
     │   ├── UnknownResource          no upstream of this virtual server serves that URI
-    │   └── InvalidArguments         arguments do not match the tool's input schema
+    │   ├── InvalidArguments         arguments do not match the tool's input schema
+    │   └── PolicyDenied             the policy does not allow this caller this call (403)
     └── UpstreamError                the upstream could not give an answer
         ├── UpstreamUnavailable      not running, refused, died or restarting (502)
         └── UpstreamTimeout          no answer within the configured timeout (504)
@@ -58,6 +59,11 @@ class UnknownResource(RequestError):
 
 class InvalidArguments(RequestError):
     reason = "invalid_arguments"
+
+
+class PolicyDenied(RequestError):
+    reason = "policy_denied"
+    http_status = 403
 
 
 class UpstreamError(GatewayError):

@@ -32,6 +32,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from identity.policy import Policy
+
 ENV_PREFIX: Final = "INTERLINK_"
 """Environment variables with this prefix override the file (nested keys joined by `__`)."""
 
@@ -298,6 +300,8 @@ class GatewaySettings(BaseSettings):
     upstreams: list[UpstreamSettings] = []
     virtual_servers: list[VirtualServerSettings] = []
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    policy: Policy | None = None
+    """Least-privilege rules for every protected virtual server (deny by default when present)."""
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

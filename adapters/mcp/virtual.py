@@ -8,7 +8,7 @@ always computed from live upstream state. Lists fan out to every upstream concur
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio
 import structlog
@@ -120,6 +120,16 @@ class _FederatingServer(Server[Any]):
         return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
+class Authorizer(Protocol):
+    """The gateway's policy seam. `check` raises PolicyDenied for a call the caller may not make;
+    `shows` says whether a listed item may be shown. `scope` is the ASGI scope of the request (the
+    authenticated caller travels in it)."""
+
+    def check(self, scope: Mapping[str, Any], action: str, name: str, args: Mapping[str, Any]) -> None: ...
+
+    def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool: ...
+
+
 class VirtualServer:
     """The MCP endpoint `/mcp/<name>`: a selection of upstream tools, resources and prompts."""
 
@@ -133,8 +143,10 @@ class VirtualServer:
         max_body_bytes: int,
         security: TransportSecuritySettings | None,
         version: str,
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.name = name
+        self._authorizer = authorizer
         self._conns = {c.spec.name: c for c in connections}
         self._selection = selection
         self._namespacing: Namespacing = namespacing
@@ -237,7 +249,13 @@ class VirtualServer:
                     continue
                 exposed[name] = (upstream, tool)
         self._exposed = exposed
-        return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, (_u, t) in exposed.items()])
+        shown = [(n, t) for n, (_u, t) in exposed.items() if self._shows(ctx, "tools/call", n)]
+        return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, t in shown])
+
+    def _shows(self, ctx: Ctx, action: str, name: str) -> bool:
+        if self._authorizer is None or ctx is None or ctx.request is None:
+            return True
+        return self._authorizer.shows(ctx.request.scope, action, name)
 
     def _input_schema(self, exposed: str) -> Mapping[str, Any] | None:
         found = self._exposed.get(exposed)
@@ -286,6 +304,8 @@ class VirtualServer:
                 structured_content=None,
                 _meta={"io.interlink/reason": "invalid_arguments"},
             )
+        if self._authorizer is not None and ctx.request is not None:
+            self._authorizer.check(ctx.request.scope, "tools/call", params.name, arguments)
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
