@@ -9,10 +9,11 @@ Imports nothing from the gateway or the adapters.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from fnmatch import fnmatchcase
+from fnmatch import fnmatchcase, translate
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -133,6 +134,8 @@ class Decision:
     """The deciding rule: the forbid that denied, the permit that allowed, or None (default deny)."""
     reason: str
     policy_version: str
+    code: Literal["permit", "forbid", "evaluation_error", "default_deny"] = "default_deny"
+    """Stable kind of the decision, for audit records and error data."""
 
 
 class EvaluationError(Exception):
@@ -140,21 +143,29 @@ class EvaluationError(Exception):
 
 
 def evaluate(policy: Policy, request: Request) -> Decision:
-    """Deny by default; any matching forbid wins; any evaluation error denies."""
+    """Deny by default; any matching forbid wins; any evaluation error denies (Cedar's semantics).
+
+    Rules are looked at in policy order, so the first forbid or error decides a deny and the first
+    matching permit an allow."""
     permit: Rule | None = None
-    for rule in policy.rules:
-        if not _targets(rule, request):
-            continue
+    for target in _targeting(policy, request):
+        rule = target.rule
         try:
-            matched = _conditions_hold(rule, request)
+            matched = target.unconditional or _conditions_hold(rule, request)
         except EvaluationError as exc:
-            return Decision(False, rule.id, f"rule {rule.id} could not be evaluated: {exc}", policy.version)
-        if matched and rule.effect == "forbid":
-            return Decision(False, rule.id, f"forbidden by rule {rule.id}", policy.version)
+            return Decision(
+                False,
+                rule.id,
+                f"rule {rule.id} could not be evaluated: {exc}",
+                policy.version,
+                "evaluation_error",
+            )
+        if matched and target.forbid:
+            return Decision(False, rule.id, f"forbidden by rule {rule.id}", policy.version, "forbid")
         if matched and permit is None:
             permit = rule
     if permit is not None:
-        return Decision(True, permit.id, f"permitted by rule {permit.id}", policy.version)
+        return Decision(True, permit.id, f"permitted by rule {permit.id}", policy.version, "permit")
     return Decision(False, None, "no rule permits this request (deny by default)", policy.version)
 
 
@@ -162,14 +173,110 @@ def visible(policy: Policy, request: Request) -> bool:
     """Whether a resource may be shown at all (lists): some permit could apply, ignoring arguments
     and time, and no unconditional forbid applies."""
     permitted = False
-    for rule in policy.rules:
-        if not _targets(rule, request):
-            continue
-        if rule.effect == "forbid" and not rule.args and rule.time is None:
+    for target in _targeting(policy, request):
+        if target.forbid and target.unconditional:
             return False
-        if rule.effect == "permit":
+        if not target.forbid:
             permitted = True
     return permitted
+
+
+# -- the compiled policy: what `_targets` decides, parsed once per Policy --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """One rule as it applies to one `kind:server`: its principals, actions and tool patterns parsed
+    once. An empty `agents`/`tenants` means any, as in `Principals`."""
+
+    rule: Rule
+    agents: frozenset[str]
+    tenants: frozenset[str]
+    actions: frozenset[str]
+    any_action: bool
+    tools: frozenset[str]
+    """Tool patterns without glob characters: `fnmatchcase` on them is plain equality."""
+    globs: tuple[Callable[[str], re.Match[str] | None], ...]
+    """The others, compiled exactly as `fnmatchcase` compiles them."""
+    forbid: bool
+    unconditional: bool
+    """No argument conditions and no time window: the rule matches whenever it targets."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rules: list[Rule]
+    """The list this was built from; a Policy whose `rules` is another list is compiled afresh."""
+    by_server: dict[tuple[str, str], tuple[_Target, ...]]
+    """`(kind, server)` -> the rules naming that server, in policy order."""
+
+
+_COMPILED: Final[dict[int, _Compiled]] = {}
+"""id(policy) -> its compiled form. Keyed by id, not the Policy, because a Policy is unhashable (its
+lists) and equal policies may differ in identity; not a pydantic `PrivateAttr`, because private
+attributes take part in `==` and are carried over by `model_copy(update=...)`. A finalizer drops the
+entry when the Policy is collected, before its id can be reused; two threads racing compile the same
+thing twice, harmlessly. A Policy is treated as immutable, as its frozen model says: editing its lists
+in place is not seen by a compiled form."""
+
+
+def _compiled(policy: Policy) -> _Compiled:
+    key = id(policy)
+    compiled = _COMPILED.get(key)
+    if compiled is None or compiled.rules is not policy.rules:
+        if compiled is None:
+            weakref.finalize(policy, _COMPILED.pop, key, None)
+        compiled = _COMPILED[key] = _compile(policy.rules)
+    return compiled
+
+
+def _compile(rules: list[Rule]) -> _Compiled:
+    by_server: dict[tuple[str, str], list[_Target]] = {}
+    for rule in rules:
+        patterns: dict[tuple[str, str], list[str]] = {}
+        for pattern in rule.resources:
+            parsed = RESOURCE.match(pattern)
+            if parsed is not None:  # always, once validated
+                patterns.setdefault((parsed.group(1), parsed.group(2)), []).append(parsed.group(3))
+        for server, tools in patterns.items():
+            by_server.setdefault(server, []).append(_target(rule, tools))
+    return _Compiled(rules, {server: tuple(targets) for server, targets in by_server.items()})
+
+
+def _target(rule: Rule, tools: list[str]) -> _Target:
+    globs = [tool for tool in tools if any(c in tool for c in "*?[")]
+    return _Target(
+        rule=rule,
+        agents=frozenset(rule.principals.agents),
+        tenants=frozenset(rule.principals.tenants),
+        actions=frozenset(rule.actions),
+        any_action="*" in rule.actions,
+        tools=frozenset(tool for tool in tools if tool not in globs),
+        globs=tuple(re.compile(translate(glob)).match for glob in globs),
+        forbid=rule.effect == "forbid",
+        unconditional=not rule.args and rule.time is None,
+    )
+
+
+def _targeting(policy: Policy, request: Request) -> Iterator[_Target]:
+    """The rules that `_targets` the request, in policy order: only those naming its server."""
+    parsed = RESOURCE.match(request.resource)
+    if parsed is None:
+        return
+    tool = parsed.group(3)
+    agent, tenant, action = request.agent, request.tenant, request.action
+    for target in _compiled(policy).by_server.get((parsed.group(1), parsed.group(2)), ()):
+        if target.agents and agent not in target.agents:
+            continue
+        if target.tenants and tenant not in target.tenants:
+            continue
+        if not target.any_action and action not in target.actions:
+            continue
+        if tool in target.tools or any(match(tool) for match in target.globs):
+            yield target
+
+
+# -- per rule: the reference the compiled form must agree with (also used by `policy explain`) ------
 
 
 def _targets(rule: Rule, request: Request) -> bool:

@@ -4,7 +4,10 @@ property test against an independent brute-force reference."""
 
 from __future__ import annotations
 
+import gc
+import random
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
@@ -14,7 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from identity.policy import DAYS, Policy, Request, evaluate, visible
+from identity.policy import (
+    _COMPILED,
+    DAYS,
+    Decision,
+    EvaluationError,
+    Policy,
+    Request,
+    _compiled,
+    _conditions_hold,
+    _targeting,
+    _targets,
+    evaluate,
+    visible,
+)
 
 AMOUNT_RULES = {
     "rules": [
@@ -186,45 +202,63 @@ def test_visibility_for_lists() -> None:
 
 # -- property test: the evaluator agrees with a brute-force reference ------------------------------
 
-AGENTS = ["a", "b"]
-TOOLS = ["x", "y", "z"]
+AGENTS = ["a", "b", "c"]
+TENANTS = ["t1", "t2"]
+ACTIONS = ["tools/call", "resources/read"]
+NAMED = ["mcp:crm", "mcp:hr", "a2a:crm", "mcp:billing"]
+"""`kind:server` that rules name; requests also go to `mcp:ghost`, which no rule names."""
+PATTERNS = ["x", "y", "xy", "*", "x*", "?", "[xy]", "[x]", "[", "a/*", "a/b", "*/b"]
+"""Tool patterns: literals, globs, a lone `[` (a literal to fnmatch), and patterns with `/`."""
+TOOLS = ["x", "y", "xy", "z", "x*", "?", "[x]", "[", "a/b", "a/c", "q/b"]
+"""Requested tool names, some containing `/` or glob metacharacters (which a literal must not expand)."""
 VALUES: list[Any] = [0, 1, 5, 10, "5", True, None, 2.5]
 
 
-def reference(policy_json: dict[str, Any], agent: str, tool: str, args: dict[str, Any]) -> bool:
-    """Spec, written independently: deny on any error among applicable rules, else forbid wins,
-    else any permit, else deny."""
-    outcomes: list[tuple[str, Any]] = []
+def reference(policy_json: dict[str, Any], request: Request) -> tuple[bool, str | None, str]:
+    """Spec, written independently: of the rules that apply, in policy order, the first that errors
+    or is a matching forbid denies; else the first matching permit allows; else deny by default."""
+    server, tool = request.resource.split("/", 1)
+    outcomes: list[tuple[str, str, Any]] = []
     for rule in policy_json["rules"]:
-        if rule.get("principals", {}).get("agents") and agent not in rule["principals"]["agents"]:
+        who = rule.get("principals", {})
+        if who.get("agents") and request.agent not in who["agents"]:
+            continue
+        if who.get("tenants") and request.tenant not in who["tenants"]:
+            continue
+        if request.action not in rule["actions"] and "*" not in rule["actions"]:
             continue
         if not any(
-            fnmatchcase(tool, r.split("/", 1)[1]) for r in rule["resources"] if r.startswith("mcp:crm/")
+            fnmatchcase(tool, r.split("/", 1)[1]) for r in rule["resources"] if r.split("/")[0] == server
         ):
             continue
-        result: Any = True
-        for cond in rule.get("args", []):
-            if cond["path"] not in args:
-                result = "error"
-                break
-            v, bound = args[cond["path"]], cond["value"]
-            number = isinstance(v, int | float) and not isinstance(v, bool)
-            if cond["op"] == "<":
-                if not number:
-                    result = "error"
-                    break
-                result = result and v < bound
-            else:  # "=="
-                same = (
-                    number and isinstance(bound, int | float) and not isinstance(bound, bool) and v == bound
-                ) or (type(v) is type(bound) and v == bound)
-                result = result and same
-        outcomes.append((rule["effect"], result))
-    if any(r == "error" for _e, r in outcomes):
-        return False
-    if any(e == "forbid" and r for e, r in outcomes):
-        return False
-    return any(e == "permit" and r for e, r in outcomes)
+        outcomes.append((rule["id"], rule["effect"], holds(rule.get("args", []), request.args)))
+    for rule_id, effect, result in outcomes:
+        if result == "error":
+            return False, rule_id, "evaluation_error"
+        if effect == "forbid" and result:
+            return False, rule_id, "forbid"
+    permits = [rule_id for rule_id, effect, result in outcomes if effect == "permit" and result]
+    return (True, permits[0], "permit") if permits else (False, None, "default_deny")
+
+
+def holds(conditions: list[dict[str, Any]], args: Mapping[str, Any]) -> Any:
+    """True, False, or "error" (a missing argument, or `<` on a non-number)."""
+    result: Any = True
+    for cond in conditions:
+        if cond["path"] not in args:
+            return "error"
+        v, bound = args[cond["path"]], cond["value"]
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if cond["op"] == "<":
+            if not number:
+                return "error"
+            result = result and v < bound
+        else:  # "=="
+            same = (
+                number and isinstance(bound, int | float) and not isinstance(bound, bool) and v == bound
+            ) or (type(v) is type(bound) and v == bound)
+            result = result and same
+    return result
 
 
 conditions = st.lists(
@@ -240,32 +274,150 @@ conditions = st.lists(
 rules = st.fixed_dictionaries(
     {
         "effect": st.sampled_from(["permit", "forbid"]),
-        "principals": st.fixed_dictionaries({"agents": st.lists(st.sampled_from(AGENTS), max_size=2)}),
-        "actions": st.just(["tools/call"]),
+        "principals": st.fixed_dictionaries(
+            {
+                "agents": st.lists(st.sampled_from(AGENTS), max_size=2),
+                "tenants": st.lists(st.sampled_from(TENANTS), max_size=1),
+            }
+        ),
+        "actions": st.lists(st.sampled_from([*ACTIONS, "*"]), min_size=1, max_size=2),
         "resources": st.lists(
-            st.sampled_from(["mcp:crm/x", "mcp:crm/*", "mcp:crm/y", "mcp:hr/x"]), min_size=1
+            st.builds("{}/{}".format, st.sampled_from(NAMED), st.sampled_from(PATTERNS)),
+            min_size=1,
+            max_size=3,
         ),
         "args": conditions,
     }
 )
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.lists(rules, max_size=5),
-    st.sampled_from(AGENTS),
-    st.sampled_from(TOOLS),
-    st.dictionaries(st.sampled_from(["n", "m"]), st.sampled_from(VALUES), max_size=2),
+requests = st.builds(
+    Request,
+    agent=st.sampled_from(AGENTS),
+    tenant=st.sampled_from([*TENANTS, None]),
+    action=st.sampled_from(ACTIONS),
+    resource=st.builds("{}/{}".format, st.sampled_from([*NAMED, "mcp:ghost"]), st.sampled_from(TOOLS)),
+    args=st.dictionaries(st.sampled_from(["n", "m"]), st.sampled_from(VALUES), max_size=2),
 )
-def test_evaluator_agrees_with_reference(
-    rule_list: list[dict[str, Any]], agent: str, tool: str, args: dict[str, Any]
-) -> None:
-    """Case 35: for random policies and requests, the evaluator and the reference agree."""
-    policy_json = {"rules": [{**r, "id": f"r{i}"} for i, r in enumerate(rule_list)]}
-    request = Request(agent=agent, tenant=None, action="tools/call", resource=f"mcp:crm/{tool}", args=args)
-    assert evaluate(Policy.model_validate(policy_json), request).allow is reference(
-        policy_json, agent, tool, args
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(rules, max_size=12), st.lists(requests, min_size=1, max_size=4))
+def test_evaluator_agrees_with_reference(rule_list: list[dict[str, Any]], calls: list[Request]) -> None:
+    """Case 35: for random policies (several servers, globs and literals, `*` actions) and requests,
+    the compiled evaluator agrees with the reference on the decision and the deciding rule, and
+    targets exactly the rules the per-rule `_targets` (used by `policy explain`) does."""
+    policy_json = {"version": "p", "rules": [{**r, "id": f"r{i}"} for i, r in enumerate(rule_list)]}
+    policy = Policy.model_validate(policy_json)
+    for request in calls:  # several requests per policy: the compiled form is reused
+        decision = evaluate(policy, request)
+        assert (decision.allow, decision.rule, decision.code) == reference(policy_json, request)
+        assert decision.policy_version == "p"
+        targeted = [rule for rule in policy.rules if _targets(rule, request)]
+        assert [t.rule for t in _targeting(policy, request)] == targeted
+        unconditional_forbid = any(r.effect == "forbid" and not r.args for r in targeted)
+        expected = not unconditional_forbid and any(r.effect == "permit" for r in targeted)
+        assert visible(policy, request) is expected
+
+
+# -- the compiled form against the per-rule path, on larger policies with every kind of condition ----
+
+
+def per_rule(policy: Policy, request: Request) -> Decision:
+    """`evaluate` as it was before compiling: every rule, in order, through `_targets`."""
+    permit: str | None = None
+    for rule in policy.rules:
+        if not _targets(rule, request):
+            continue
+        try:
+            matched = _conditions_hold(rule, request)
+        except EvaluationError as exc:
+            reason = f"rule {rule.id} could not be evaluated: {exc}"
+            return Decision(False, rule.id, reason, policy.version, "evaluation_error")
+        if matched and rule.effect == "forbid":
+            return Decision(False, rule.id, f"forbidden by rule {rule.id}", policy.version, "forbid")
+        if matched and permit is None:
+            permit = rule.id
+    if permit is not None:
+        return Decision(True, permit, f"permitted by rule {permit}", policy.version, "permit")
+    return Decision(False, None, "no rule permits this request (deny by default)", policy.version)
+
+
+def random_rule(rng: random.Random, n: int) -> dict[str, Any]:
+    servers = rng.sample(NAMED, rng.choice([1, 1, 1, 2]))
+    conditions = [
+        {"path": "n", "op": "<", "value": 5},
+        {"path": "n", "op": "in", "value": [1, 5]},
+        {"path": "s", "op": "matches", "value": "a.*"},
+        {"path": "d.k", "op": "==", "value": "v"},
+    ]
+    rule: dict[str, Any] = {
+        "id": f"r{n}",
+        "effect": rng.choice(["permit", "permit", "forbid"]),
+        "principals": {
+            "agents": rng.sample(AGENTS, rng.randint(0, 2)),
+            "tenants": rng.sample(TENANTS, rng.randint(0, 1)),
+        },
+        "actions": rng.choice([["tools/call"], ["resources/read"], ["*"], ACTIONS]),
+        "resources": [f"{rng.choice(servers)}/{rng.choice(PATTERNS)}" for _ in range(rng.randint(1, 3))],
+        "args": rng.sample(conditions, rng.choice([0, 0, 1, 2])),
+    }
+    if rng.random() < 0.2:
+        rule["time"] = {"timezone": "Europe/Berlin", "days": ["mon", "tue"], "start": "09:00", "end": "17:00"}
+    return rule
+
+
+def random_request(rng: random.Random) -> Request:
+    args: dict[str, Any] = {
+        "n": rng.choice(VALUES),
+        "s": rng.choice(["abc", "xa", 5]),
+        "d": {"k": rng.choice(["v", 1])},
+    }
+    for key in rng.sample(sorted(args), rng.randint(0, 2)):
+        del args[key]
+    server = rng.choice([*NAMED, "mcp:ghost"])
+    return Request(
+        agent=rng.choice(AGENTS),
+        tenant=rng.choice([*TENANTS, None]),
+        action=rng.choice(ACTIONS),
+        resource=f"{server}/{rng.choice(TOOLS)}"
+        if rng.random() < 0.95
+        else rng.choice(["crm/x", "mcp:Crm/x", "mcp:crm/"]),
+        args=args,
+        now=datetime(2026, 1, 12, rng.choice([7, 10, 20]), tzinfo=UTC),
     )
+
+
+@pytest.mark.parametrize("size", [1, 40, 300])
+def test_compiled_matches_per_rule_path(size: int) -> None:
+    """Same `Decision` (rule, reason, code, version) and same visibility as rule-by-rule, for many
+    rules over several servers, with time windows, every kind of error and malformed resources."""
+    rng = random.Random(size)
+    policy = Policy.model_validate(
+        {"version": f"v{size}", "rules": [random_rule(rng, n) for n in range(size)]}
+    )
+    for _ in range(1500):
+        request = random_request(rng)
+        assert evaluate(policy, request) == per_rule(policy, request)
+        targeted = [r for r in policy.rules if _targets(r, request)]
+        shown = not any(r.effect == "forbid" and not r.args and r.time is None for r in targeted)
+        assert visible(policy, request) is (shown and any(r.effect == "permit" for r in targeted))
+
+
+def test_compiled_once_per_policy_instance() -> None:
+    """The compiled form is cached by identity: reused, invisible to `==`, never carried over by
+    `model_copy`, and dropped with the Policy."""
+    data = {"rules": [{"id": "p", "effect": "permit", "actions": ["*"], "resources": ["mcp:crm/*"]}]}
+    policy, twin = Policy.model_validate(data), Policy.model_validate(data)
+    request = call({}, resource="mcp:crm/x")
+    assert evaluate(policy, request).allow
+    assert _compiled(policy) is _compiled(policy)
+    assert policy == twin
+    emptied = policy.model_copy(update={"rules": []})
+    assert (evaluate(emptied, request).allow, evaluate(policy, request).allow) == (False, True)
+    assert evaluate(policy.model_copy(update={"version": "2"}), request).policy_version == "2"
+    key = id(policy)
+    del policy, emptied
+    gc.collect()
+    assert key not in _COMPILED
 
 
 def test_days_constant_matches_weekday_numbers() -> None:
