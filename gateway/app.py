@@ -26,8 +26,9 @@ from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.admin_api import admin_routes
+from gateway.audit import AuditLog, AuditStore, CheckpointSigner
 from gateway.auth import PRINCIPAL, Identity
-from gateway.enforce import Enforcer
+from gateway.enforce import Governor
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings, VirtualServerSettings
 from gateway.upstreams import build_spec, resolve_values
@@ -42,6 +43,18 @@ def create_app(
     identity = Identity(settings, clock=clock)
     pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.upstreams])
     security = _transport_security(settings.listen.host)
+    audit = audit_log(settings, clock)
+    governors = {
+        v.name: Governor(
+            v.name,
+            policy=settings.policy,
+            audit=audit,
+            public=v.public,
+            argument_fields=settings.audit.argument_fields,
+            clock=clock,
+        )
+        for v in settings.virtual_servers
+    }
     virtuals = {
         v.name: VirtualServer(
             v.name,
@@ -51,7 +64,7 @@ def create_app(
             max_body_bytes=settings.limits.max_body_bytes,
             security=security,
             version=__version__,
-            authorizer=Enforcer(settings.policy, v.name, clock) if settings.policy and not v.public else None,
+            governor=governors[v.name],
         )
         for v in settings.virtual_servers
     }
@@ -59,6 +72,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(AuditStore.open(settings.audit.database_url))
+            await stack.enter_async_context(audit.running(store))
             await stack.enter_async_context(identity.running())
             await stack.enter_async_context(pool.running())
             for v in virtuals.values():
@@ -156,6 +171,22 @@ class McpEndpoint:
             await send(message)
 
         return recording
+
+
+def audit_log(settings: GatewaySettings, clock: Callable[[], float] = time.time) -> AuditLog:
+    """The process's audit log (its store is opened by the app's lifespan)."""
+    config = settings.audit
+    key_file = config.key_file()
+    signer = CheckpointSigner.from_file(key_file) if key_file else CheckpointSigner.ephemeral()
+    return AuditLog(
+        None,
+        config.log_id,
+        signer,
+        instance=config.log_id,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_interval_s=config.checkpoint_interval_s,
+        clock=clock,
+    )
 
 
 def _admin_token(settings: GatewaySettings) -> str | None:

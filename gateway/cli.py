@@ -22,6 +22,10 @@ EPILOG = textwrap.dedent(
                                                register an agent; prints its development secret once
       interlink agents list | show ID | disable ID | rotate-secret ID
       interlink keys rotate                    publish the next signing key (used after one token lifetime)
+      interlink policy explain --agent A --action tools/call --resource mcp:crm/x   ALLOW/DENY and why
+      interlink policy test cases.yaml         check expected decisions (exit 0 = all pass), e.g. in CI
+      interlink audit tail -f | query --agent A --decision deny | verify | export -o trail.jsonl
+                                               read the audit trail; verify exits 1 on any tampering
 
     configuration:
       A YAML file (see examples/*.yaml); INTERLINK_* environment variables override it,
@@ -42,6 +46,7 @@ def demo_settings() -> GatewaySettings:
             "upstreams": [{"name": "demo", "transport": "builtin"}],
             "virtual_servers": [{"name": "demo", "upstreams": ["demo"], "public": True}],
             "identity": {"database_url": "sqlite+aiosqlite:///:memory:"},
+            "audit": {"database_url": "sqlite+aiosqlite:///:memory:"},
         }
     )
 
@@ -65,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.admin import add_parsers
 
     add_parsers(sub)
+    from gateway.policy_cmd import add_parsers as add_policy_parsers
+
+    add_policy_parsers(sub)
+    from gateway.audit_cmd import add_parsers as add_audit_parsers
+
+    add_audit_parsers(sub)
     return parser
 
 
@@ -77,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args.config)
+        if args.command == "policy":
+            from gateway.policy_cmd import run as run_policy
+
+            return run_policy(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
+        if args.command == "audit":
+            from gateway.audit_cmd import run as run_audit
+
+            return run_audit(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
         if args.command in ("agents", "keys"):
             from gateway.admin import run
 

@@ -1,33 +1,112 @@
-"""Policy enforcement for the protocol faces: builds the protocol-neutral request from the
-authenticated caller and the call, and turns a deny into `PolicyDenied` (never reaching the upstream).
+"""Policy and audit for the MCP face: the `Governor` of one virtual server.
 
-Only protected virtual servers are governed: a public one has no caller identity to decide on.
-With no `policy` in the configuration, a valid token with the required scopes is enough."""
+`around` wraps every governed request (every MCP method except the `subscriptions/listen` stream):
+it refuses the request when the audit trail cannot record it (fail closed, before any upstream is
+touched), runs it, and appends one audit record with the decision and the outcome before the
+response is sent. `check` decides a call against the policy (deny by default when a policy is
+configured) and raises `PolicyDenied`; `shows` filters lists.
+
+Only protected virtual servers are governed by the policy: a public one has no caller identity to
+decide on, and its records name the client address instead. With no `policy` in the configuration,
+a valid token with the virtual server's required scopes is enough (decision reason `no_policy`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import hashlib
+import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, Final, TypeVar
 
 import structlog
+from mcp.shared.exceptions import MCPError
 
+from gateway.audit import (
+    Actor,
+    AuditLog,
+    AuditUnavailable,
+    DecisionInfo,
+    Event,
+    Outcome,
+    Target,
+    digest,
+    pick_fields,
+)
 from gateway.auth import PRINCIPAL
-from gateway.errors import PolicyDenied
-from identity.policy import Policy, Request, evaluate, visible
+from gateway.errors import GatewayError, PolicyDenied
+from identity.policy import RESOURCE, Policy, Request, evaluate, visible
 from identity.tokens import Principal
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 
-class Enforcer:
-    """The `Authorizer` of one virtual server."""
+TOOL_DEFINITION_FIELDS: Final = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+"""What a tool-definition hash covers (identity-research §7.7)."""
 
-    def __init__(self, policy: Policy, virtual: str, clock: Callable[[], float] = time.time) -> None:
-        self._policy = policy
+
+@dataclass
+class _Draft:
+    """The record being built for the request in flight (filled by `check`)."""
+
+    started: float = 0.0
+    decision: DecisionInfo | None = None
+    definition_sha256: str | None = None
+    ref: str | None = None
+    """Id of the write-ahead decision record of a tool call; the final record is its result."""
+
+
+class _WriteAhead:
+    """Marks the write-ahead record of an allowed tool call (its outcome follows in a result record)."""
+
+
+_WRITE_AHEAD: Final = _WriteAhead()
+
+
+_DRAFT: contextvars.ContextVar[_Draft | None] = contextvars.ContextVar("interlink_audit_draft", default=None)
+
+
+def definition_hash(tool: Any) -> str:
+    """SHA-256 of the canonical JSON of a tool's definition (name as the upstream calls it)."""
+    dumped = tool.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return digest({k: dumped[k] for k in TOOL_DEFINITION_FIELDS if k in dumped})
+
+
+class Governor:
+    """Policy and audit for one virtual server (the adapter's `Governor` seam)."""
+
+    def __init__(
+        self,
+        virtual: str,
+        *,
+        policy: Policy | None,
+        audit: AuditLog | None,
+        public: bool,
+        argument_fields: Mapping[str, Sequence[str]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._virtual = virtual
+        self._policy = policy if not public else None
+        self._policy_sha256 = digest(policy.model_dump(mode="json"))[:16] if policy else None
+        self._audit = audit
+        self._public = public
+        self._argument_fields = dict(argument_fields or {})
+        self._fields_cache: dict[str, list[str]] = {}
+        self._definitions: dict[int, tuple[Any, str]] = {}
         self._clock = clock
+
+    def set_policy(self, policy: Policy | None) -> None:
+        """Swap the policy (hot reload); requests already decided keep their decision."""
+        self._policy = policy if not self._public else None
+        self._policy_sha256 = digest(policy.model_dump(mode="json"))[:16] if policy else None
+
+    # -- policy -----------------------------------------------------------------------------------
 
     def _request(self, principal: Principal, action: str, name: str, args: Mapping[str, Any]) -> Request:
         return Request(
@@ -39,26 +118,237 @@ class Enforcer:
             now=datetime.fromtimestamp(self._clock(), UTC),
         )
 
-    def check(self, scope: Mapping[str, Any], action: str, name: str, args: Mapping[str, Any]) -> None:
-        principal = scope.get(PRINCIPAL)
-        if principal is None:
+    async def check(
+        self,
+        scope: Mapping[str, Any],
+        action: str,
+        name: str,
+        args: Mapping[str, Any],
+        definition: Any = None,
+    ) -> None:
+        """Decide; raise PolicyDenied on deny. An allowed tool call is recorded write-ahead: its
+        decision record is durable before this returns (and so before the upstream sees the call)."""
+        draft = _DRAFT.get()
+        if draft is not None and definition is not None:
+            draft.definition_sha256 = self._definition_sha256(definition)
+        principal: Principal | None = scope.get(PRINCIPAL)
+        policy = self._policy
+        if principal is None or policy is None:
+            info = DecisionInfo(effect="allow", reason="public" if self._public else "no_policy")
+        else:
+            decision = evaluate(policy, self._request(principal, action, name, args))
+            info = DecisionInfo(
+                effect="allow" if decision.allow else "deny",
+                reason=decision.code,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+                policy_sha256=self._policy_sha256,
+            )
+            if not decision.allow:
+                if draft is not None:
+                    draft.decision = info
+                detail = {"rule": decision.rule} if decision.rule else {}
+                raise PolicyDenied(f"{action} {name!r} denied: {decision.reason}", **detail)
+        if draft is None:
             return
-        decision = evaluate(self._policy, self._request(principal, action, name, args))
-        log.info(
-            "policy_decision",
-            agent=principal.client_id,
-            action=action,
-            resource=f"mcp:{self._virtual}/{name}",
-            allow=decision.allow,
-            rule=decision.rule,
-            policy_version=decision.policy_version,
-        )
-        if not decision.allow:
-            detail = {"rule": decision.rule} if decision.rule else {}
-            raise PolicyDenied(f"{action} {name!r} denied: {decision.reason}", **detail)
+        draft.decision = info
+        if action == "tools/call" and self._audit is not None:
+            event = self._event(scope, "tools/call", name, args, draft, _WRITE_AHEAD, draft.started)
+            draft.ref = event.id
+            await self._audit.append(event)
 
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool:
         principal = scope.get(PRINCIPAL)
-        if principal is None:
+        policy = self._policy
+        if principal is None or policy is None:
             return True
-        return visible(self._policy, self._request(principal, action, name, {}))
+        return visible(policy, self._request(principal, action, name, {}))
+
+    def _definition_sha256(self, tool: Any) -> str:
+        cached = self._definitions.get(id(tool))
+        if cached is not None and cached[0] is tool:
+            return cached[1]
+        value = definition_hash(tool)
+        if len(self._definitions) > 10_000:
+            self._definitions.clear()
+        self._definitions[id(tool)] = (tool, value)
+        return value
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    async def around(
+        self,
+        scope: Mapping[str, Any],
+        method: str,
+        name: str | None,
+        args: Mapping[str, Any] | None,
+        run: Callable[[], Awaitable[T]],
+    ) -> T:
+        audit = self._audit
+        if audit is None:
+            return await run()
+        draft = _Draft(started=time.perf_counter())
+        try:
+            audit.ensure_ready()
+        except AuditUnavailable as exc:
+            audit.append_nowait(self._event(scope, method, name, args, draft, exc, draft.started))
+            raise
+        token = _DRAFT.set(draft)
+        try:
+            result = await run()
+        except BaseException as exc:
+            event = self._event(scope, method, name, args, draft, exc, draft.started)
+            if isinstance(exc, AuditUnavailable) or not isinstance(exc, Exception):
+                audit.append_nowait(event)  # the store is failing, or the request was cancelled
+            else:
+                await audit.append(event)
+            raise
+        finally:
+            _DRAFT.reset(token)
+        await audit.append(self._event(scope, method, name, args, draft, result, draft.started))
+        return result
+
+    def _event(
+        self,
+        scope: Mapping[str, Any],
+        method: str,
+        name: str | None,
+        args: Mapping[str, Any] | None,
+        draft: _Draft,
+        result: Any,
+        started: float,
+    ) -> Event:
+        outcome, denied_reason = _outcome(result)
+        decision = draft.decision
+        result_of = draft.ref if not isinstance(result, _WriteAhead) else None
+        if denied_reason is not None:
+            if decision is None or decision.effect == "allow":
+                decision = DecisionInfo(effect="deny", reason=denied_reason)
+        elif decision is None:
+            decision = DecisionInfo(effect="allow", reason=self._default_reason(scope, method))
+        resource = f"mcp:{self._virtual}/{name}" if name is not None else None
+        return Event(
+            event=f"mcp.{method}.result" if result_of else f"mcp.{method}",
+            ref=result_of,
+            actor=_actor(scope),
+            target=Target(
+                protocol="mcp",
+                server=self._virtual,
+                method=method,
+                name=name,
+                definition_sha256=draft.definition_sha256,
+            ),
+            decision=decision,
+            outcome=outcome,
+            args_sha256=safe_digest(args) if args is not None else None,
+            args=pick_fields(args, self._fields_for(resource)) if args and resource and not result_of else {},
+            latency_us=int((time.perf_counter() - started) * 1_000_000),
+            trace_id=_trace_id(scope),
+        )
+
+    def _default_reason(self, scope: Mapping[str, Any], method: str) -> str:
+        """Why a request nobody `check`ed was allowed: a list shown through the policy's filter, a
+        public server, or a protected one without a policy."""
+        if self._public:
+            return "public"
+        if self._policy is not None and scope.get(PRINCIPAL) is not None and method.endswith("/list"):
+            return "filtered"
+        return "no_policy"
+
+    def _fields_for(self, resource: str) -> list[str]:
+        cached = self._fields_cache.get(resource)
+        if cached is None:
+            cached = [
+                f
+                for pattern, fields in self._argument_fields.items()
+                if _resource_matches(pattern, resource)
+                for f in fields
+            ]
+            if len(self._fields_cache) < 10_000:
+                self._fields_cache[resource] = cached
+        return cached
+
+
+DENYING_REASONS: Final = frozenset(
+    {
+        "policy_denied",
+        "unknown_tool",
+        "unknown_prompt",
+        "unknown_resource",
+        "invalid_arguments",
+        "audit_unavailable",
+        "rate_limited",
+        "tool_not_approved",
+        "approval_required",
+    }
+)
+"""Failure reasons that mean the gateway refused the call (nothing reached an upstream)."""
+
+
+def _outcome(result: Any) -> tuple[Outcome, str | None]:
+    """The outcome of a request, and the refusal reason when the gateway refused it."""
+    if isinstance(result, _WriteAhead):
+        return Outcome(status="pending"), None
+    if isinstance(result, asyncio.CancelledError):
+        return Outcome(status="error", reason="cancelled"), None
+    if isinstance(result, GatewayError):
+        from adapters.mcp.errors import REASON_CODES
+
+        code = REASON_CODES.get(result.reason, REASON_CODES["internal_error"])[0]
+        if result.reason in DENYING_REASONS:
+            return Outcome(status="denied", reason=result.reason, code=code), result.reason
+        return Outcome(status="error", reason=result.reason, code=code), None
+    if isinstance(result, MCPError):
+        data = result.data if isinstance(result.data, Mapping) else {}
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else "upstream_error"
+        return Outcome(status="error", reason=reason, code=result.code), None
+    if isinstance(result, BaseException):
+        return Outcome(status="error", reason="internal_error", code=-32603), None
+    if getattr(result, "is_error", False):
+        meta = getattr(result, "meta", None) or {}
+        reason = meta.get("io.interlink/reason") if isinstance(meta, Mapping) else None
+        if reason == "invalid_arguments":
+            return Outcome(status="denied", reason=reason), reason
+        return Outcome(status="tool_error"), None
+    return Outcome(status="ok"), None
+
+
+def _actor(scope: Mapping[str, Any]) -> Actor:
+    principal: Principal | None = scope.get(PRINCIPAL)
+    client = scope.get("client")
+    address = client[0] if client else None
+    if principal is None:
+        return Actor(address=address)
+    return Actor(
+        agent=principal.client_id,
+        tenant=principal.tenant,
+        act=list(principal.actors),
+        subject=principal.subject if principal.subject != principal.client_id else None,
+        token_id=principal.token_id,
+        address=address,
+    )
+
+
+def _trace_id(scope: Mapping[str, Any]) -> str | None:
+    """The W3C trace id of the caller's `traceparent` header, when well formed."""
+    for key, value in scope.get("headers", ()):
+        if key == b"traceparent":
+            parts: list[str] = bytes(value).decode("latin-1").split("-")
+            if len(parts) == 4 and len(parts[1]) == 32 and all(c in "0123456789abcdef" for c in parts[1]):
+                return parts[1]
+    return None
+
+
+def safe_digest(args: Any) -> str:
+    """`digest`, or for values JCS refuses (integers beyond 2**53, NaN) a sorted-keys JSON digest."""
+    try:
+        return digest(args)
+    except Exception:  # noqa: BLE001 - any value the canonicaliser refuses
+        return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _resource_matches(pattern: str, resource: str) -> bool:
+    p, r = RESOURCE.match(pattern), RESOURCE.match(resource)
+    if p is None or r is None:
+        return False
+    return p.group(1) == r.group(1) and p.group(2) == r.group(2) and fnmatchcase(r.group(3), p.group(3))

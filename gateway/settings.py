@@ -32,7 +32,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from identity.policy import Policy
+from identity.policy import RESOURCE, Policy
 
 ENV_PREFIX: Final = "INTERLINK_"
 """Environment variables with this prefix override the file (nested keys joined by `__`)."""
@@ -283,6 +283,57 @@ class IdentitySettings(_Model):
         return f"{scheme.lower()}://{host.lower()}{slash}{path}".rstrip("/")
 
 
+class AuditSettings(_Model):
+    """The tamper-evident audit trail (`gateway/audit.py`): one record per decision, hash-chained,
+    with checkpoints signed by a key kept apart from the token-signing keys."""
+
+    database_url: str = "sqlite+aiosqlite:///interlink-data/audit.db"
+    """Its own store: a SQLite file by default, `postgresql+asyncpg://...` to keep it off the box."""
+    log_id: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    """This process's log; replicas sharing one database each need their own id."""
+    checkpoint_key_file: Path | None = None
+    """Ed25519 key (PEM) that signs checkpoints, created on first start with mode 0600. Default:
+    `audit-checkpoint-key.pem` beside the SQLite file (or in `interlink-data/`); a throw-away key
+    for an in-memory store."""
+    checkpoint_every: int = Field(1000, ge=1)
+    checkpoint_interval_s: float = Field(60.0, gt=0)
+    argument_fields: dict[str, list[str]] = {}
+    """Argument fields copied into records, by resource (`mcp:<server>/<tool>`, globs allowed), as
+    dotted paths. Everything else is kept only as a SHA-256 digest: list only non-secret fields."""
+
+    @field_validator("argument_fields")
+    @classmethod
+    def _resources(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pattern in value:
+            if not RESOURCE.match(pattern):
+                raise ValueError(f"{pattern!r}: expected mcp:<server>/<tool> or a2a:<agent>/<skill>")
+        return value
+
+    @property
+    def in_memory(self) -> bool:
+        return self.database_url.startswith("sqlite") and sa_database(self.database_url) in (
+            None,
+            "",
+            ":memory:",
+        )
+
+    def key_file(self) -> Path | None:
+        """Where the checkpoint key lives; None for an in-memory store (a throw-away key)."""
+        if self.checkpoint_key_file is not None:
+            return self.checkpoint_key_file
+        if self.in_memory:
+            return None
+        if self.database_url.startswith("sqlite"):
+            return Path(sa_database(self.database_url) or ".").parent / "audit-checkpoint-key.pem"
+        return Path("interlink-data") / "audit-checkpoint-key.pem"
+
+
+def sa_database(url: str) -> str | None:
+    from sqlalchemy import make_url
+
+    return make_url(url).database
+
+
 class LoggingSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -302,6 +353,7 @@ class GatewaySettings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")

@@ -62,7 +62,8 @@ async def gateway(**settings: Any) -> AsyncIterator[str]:
     sock = bound_socket()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     identity = {"database_url": MEMORY_DB, "public_url": base, **settings.pop("identity", {})}
-    app = create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, **settings))
+    audit = {"database_url": MEMORY_DB, **settings.pop("audit", {})}
+    app = create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, audit=audit, **settings))
     async with serve(app, sock) as url:
         yield url
 

@@ -33,6 +33,7 @@ REASON_CODES: Final[Mapping[str, tuple[int, int]]] = {
     "unknown_resource": (RESOURCE_NOT_FOUND, 200),
     "invalid_arguments": (INVALID_PARAMS, 200),
     "policy_denied": (-32013, 403),
+    "audit_unavailable": (-32014, 503),
     "upstream_error": (-32012, 502),
     "upstream_unavailable": (-32010, 502),
     "upstream_timeout": (-32011, 504),

@@ -120,14 +120,35 @@ class _FederatingServer(Server[Any]):
         return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
-class Authorizer(Protocol):
-    """The gateway's policy seam. `check` raises PolicyDenied for a call the caller may not make;
-    `shows` says whether a listed item may be shown. `scope` is the ASGI scope of the request (the
-    authenticated caller travels in it)."""
+class Governor(Protocol):
+    """The gateway's policy and audit seam. `around` wraps each governed request (it may refuse it,
+    and records it); `check` raises PolicyDenied for a call the caller may not make (`definition` is
+    the upstream's tool definition, for tool calls); `shows` says whether a listed item may be shown.
+    `scope` is the ASGI scope of the request (the authenticated caller travels in it)."""
 
-    def check(self, scope: Mapping[str, Any], action: str, name: str, args: Mapping[str, Any]) -> None: ...
+    async def check(
+        self,
+        scope: Mapping[str, Any],
+        action: str,
+        name: str,
+        args: Mapping[str, Any],
+        definition: Any = None,
+    ) -> None: ...
 
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool: ...
+
+    async def around(
+        self,
+        scope: Mapping[str, Any],
+        method: str,
+        name: str | None,
+        args: Mapping[str, Any] | None,
+        run: Callable[[], Awaitable[T]],
+    ) -> T: ...
+
+
+UNGOVERNED: Final = frozenset({"subscriptions/listen"})
+"""Methods not wrapped by the governor: the listen stream lives as long as the caller wants."""
 
 
 class VirtualServer:
@@ -143,10 +164,10 @@ class VirtualServer:
         max_body_bytes: int,
         security: TransportSecuritySettings | None,
         version: str,
-        authorizer: Authorizer | None = None,
+        governor: Governor | None = None,
     ) -> None:
         self.name = name
-        self._authorizer = authorizer
+        self._governor = governor
         self._conns = {c.spec.name: c for c in connections}
         self._selection = selection
         self._namespacing: Namespacing = namespacing
@@ -200,7 +221,13 @@ class VirtualServer:
             if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
                 self._remember_session(ctx)
             try:
-                return await handler(ctx, params)
+                governor = self._governor
+                if governor is None or ctx.request is None or ctx.method in UNGOVERNED:
+                    return await handler(ctx, params)
+                name, args = _target(params)
+                return await governor.around(
+                    ctx.request.scope, ctx.method, name, args, lambda: handler(ctx, params)
+                )
             except GatewayError as exc:
                 log.info("mcp_request_failed", virtual=ctx.method, reason=exc.reason, **exc.detail)
                 raise to_mcp_error(exc) from None
@@ -253,9 +280,15 @@ class VirtualServer:
         return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, t in shown])
 
     def _shows(self, ctx: Ctx, action: str, name: str) -> bool:
-        if self._authorizer is None or ctx is None or ctx.request is None:
+        if self._governor is None or ctx is None or ctx.request is None:
             return True
-        return self._authorizer.shows(ctx.request.scope, action, name)
+        return self._governor.shows(ctx.request.scope, action, name)
+
+    async def _check(
+        self, ctx: Ctx, action: str, name: str, args: Mapping[str, Any], definition: Any = None
+    ) -> None:
+        if self._governor is not None and ctx is not None and ctx.request is not None:
+            await self._governor.check(ctx.request.scope, action, name, args, definition)
 
     def _input_schema(self, exposed: str) -> Mapping[str, Any] | None:
         found = self._exposed.get(exposed)
@@ -304,8 +337,7 @@ class VirtualServer:
                 structured_content=None,
                 _meta={"io.interlink/reason": "invalid_arguments"},
             )
-        if self._authorizer is not None and ctx.request is not None:
-            self._authorizer.check(ctx.request.scope, "tools/call", params.name, arguments)
+        await self._check(ctx, "tools/call", params.name, arguments, tool)
 
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
@@ -384,13 +416,16 @@ class VirtualServer:
 
     async def _list_resources(self, ctx: Ctx, params: PaginatedRequestParams | None) -> ListResourcesResult:
         resources, _templates = await self._refresh_resources()
-        return ListResourcesResult(resources=resources)
+        return ListResourcesResult(
+            resources=[r for r in resources if self._shows(ctx, "resources/read", r.uri)]
+        )
 
     async def _list_resource_templates(
         self, ctx: Ctx, params: PaginatedRequestParams | None
     ) -> ListResourceTemplatesResult:
         _resources, templates = await self._refresh_resources()
-        return ListResourceTemplatesResult(resource_templates=templates)
+        shown = [t for t in templates if self._shows(ctx, "resources/read", t.uri_template)]
+        return ListResourceTemplatesResult(resource_templates=shown)
 
     async def _resource_owner(self, uri: str) -> UpstreamConnection:
         owner = self._routes.owner(uri)
@@ -411,6 +446,7 @@ class VirtualServer:
         self, ctx: Ctx, params: ReadResourceRequestParams
     ) -> ReadResourceResult | InputRequiredResult:
         conn = await self._resource_owner(params.uri)
+        await self._check(ctx, "resources/read", params.uri, {})
 
         async def op(client: Client) -> ReadResourceResult:
             return await client.session.read_resource(params.uri)
@@ -420,6 +456,7 @@ class VirtualServer:
     async def _subscribe(self, ctx: Ctx, params: SubscribeRequestParams) -> EmptyResult:
         """Handshake era: the first subscriber of a URI makes the owning upstream watch it."""
         conn = await self._resource_owner(params.uri)
+        await self._check(ctx, "resources/read", params.uri, {})
         session_id = _session_id(ctx)
         if session_id is None:
             raise MCPError(INVALID_REQUEST, "resources/subscribe needs a session (Mcp-Session-Id)")
@@ -456,6 +493,7 @@ class VirtualServer:
             for uri in params.notifications.resource_subscriptions or ():
                 try:
                     conn = await self._resource_owner(uri)
+                    await self._check(ctx, "resources/read", uri, {})
                     await conn.watch_resource(uri)
                 except (GatewayError, MCPError) as exc:
                     log.info("listen_resource_not_watched", virtual=self.name, uri=uri, cause=str(exc))
@@ -503,7 +541,8 @@ class VirtualServer:
         for upstream, prompts in per_upstream:
             for prompt in prompts:
                 out.setdefault(expose(Origin(upstream, prompt.name), self._namespacing), prompt)
-        return ListPromptsResult(prompts=[p.model_copy(update={"name": n}) for n, p in out.items()])
+        shown = [(n, p) for n, p in out.items() if self._shows(ctx, "prompts/get", n)]
+        return ListPromptsResult(prompts=[p.model_copy(update={"name": n}) for n, p in shown])
 
     async def _prompt_origin(self, exposed: str) -> Origin:
         if self._namespacing == "prefix":
@@ -520,6 +559,7 @@ class VirtualServer:
         self, ctx: Ctx, params: GetPromptRequestParams
     ) -> GetPromptResult | InputRequiredResult:
         origin = await self._prompt_origin(params.name)
+        await self._check(ctx, "prompts/get", params.name, params.arguments or {})
 
         async def op(client: Client) -> GetPromptResult:
             return await client.session.get_prompt(origin.name, params.arguments)
@@ -530,6 +570,7 @@ class VirtualServer:
         ref = params.ref
         if isinstance(ref, PromptReference):
             origin = await self._prompt_origin(ref.name)
+            await self._check(ctx, "prompts/get", ref.name, {})
             conn = self._conns[origin.upstream]
             ref = ref.model_copy(update={"name": origin.name})
         else:
@@ -539,6 +580,7 @@ class VirtualServer:
                 owner = self._routes.template_owner(ref.uri)
             if owner is None:
                 raise UnknownResource(f"no upstream serves resource template {ref.uri!r}", uri=ref.uri)
+            await self._check(ctx, "resources/read", ref.uri, {})
             conn = self._conns[owner]
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context else None
@@ -550,6 +592,18 @@ class VirtualServer:
 
 
 R = TypeVar("R", bound=Result)
+
+
+def _target(params: Any) -> tuple[str | None, Mapping[str, Any] | None]:
+    """The name (tool, prompt, URI) and arguments a request is about, for the governor."""
+    if isinstance(params, CallToolRequestParams | GetPromptRequestParams):
+        return params.name, params.arguments or {}
+    if isinstance(params, ReadResourceRequestParams | SubscribeRequestParams | UnsubscribeRequestParams):
+        return params.uri, None
+    if isinstance(params, CompleteRequestParams):
+        ref = params.ref
+        return (ref.name if isinstance(ref, PromptReference) else ref.uri), None
+    return None, None
 
 
 def _own(result: R) -> R:
