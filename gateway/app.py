@@ -26,7 +26,7 @@ from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.admin_api import admin_routes
-from gateway.audit import AuditLog, AuditStore, CheckpointSigner
+from gateway.audit import Actor, AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Event, Outcome, Target
 from gateway.auth import PRINCIPAL, Identity
 from gateway.enforce import Governor
 from gateway.registry import Registry
@@ -44,6 +44,7 @@ def create_app(
     pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.upstreams])
     security = _transport_security(settings.listen.host)
     audit = audit_log(settings, clock)
+    identity.audit = audit
     governors = {
         v.name: Governor(
             v.name,
@@ -107,7 +108,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route(
             "/mcp/{virtual}",
-            McpEndpoint(virtuals, {v.name: v for v in settings.virtual_servers}, identity),
+            McpEndpoint(virtuals, {v.name: v for v in settings.virtual_servers}, identity, audit),
             methods=["GET", "POST", "DELETE"],
         ),
         *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
@@ -129,10 +130,12 @@ class McpEndpoint:
         virtuals: Mapping[str, VirtualServer],
         settings: Mapping[str, VirtualServerSettings],
         identity: Identity,
+        audit: AuditLog | None = None,
     ) -> None:
         self._virtuals = virtuals
         self._settings = settings
         self._identity = identity
+        self._audit = audit
         self._session_owners: dict[bytes, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,6 +151,8 @@ class McpEndpoint:
         try:
             principal = self._identity.authenticate(scope, name, config.required_scopes)
         except IdentityError as exc:
+            if self._audit is not None:  # without waiting: refusing never depends on the store
+                self._audit.append_nowait(_refused(scope, name, exc))
             await self._identity.send_challenge(send, name, exc)
             return
         scope[PRINCIPAL] = principal
@@ -186,6 +191,18 @@ def audit_log(settings: GatewaySettings, clock: Callable[[], float] = time.time)
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,
         clock=clock,
+    )
+
+
+def _refused(scope: Scope, virtual: str, error: IdentityError) -> Event:
+    """The audit record of a request turned away at the door (no, bad or insufficient token)."""
+    client = scope.get("client")
+    return Event(
+        event="mcp.auth",
+        actor=Actor(address=client[0] if client else None),
+        target=Target(protocol="mcp", server=virtual, method="authenticate"),
+        decision=DecisionInfo(effect="deny", reason=error.error),
+        outcome=Outcome(status="denied", reason=error.error, code=error.status_code),
     )
 
 

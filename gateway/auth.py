@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Scope, Send
 
 from adapters.mcp.credentials import TokenSource
+from gateway.audit import Actor, AuditLog, AuditUnavailable, DecisionInfo, Event, Outcome, Target
 from gateway.fetch import FetchError, fetch_json
 from gateway.settings import AgentSettings, GatewaySettings, TrustedIssuerSettings
 from gateway.store import Store
@@ -67,6 +68,8 @@ class Identity:
         """Resource name (`mcp/<virtual>`) -> canonical URI."""
         self._by_uri = {uri: name for name, uri in self.resources.items()}
         self._clock = clock
+        self.audit: AuditLog | None = None
+        """Where token issuance and refusals are recorded (set by the app)."""
         self._ring = KeyRing([])
         self._revoked: set[str] = set()
         self._store: Store | None = None
@@ -276,6 +279,7 @@ class Identity:
     async def _oauth_call(self, request: Request, endpoint: str) -> Response:
         """RFC 6749 §3.2: form-encoded POST; errors as §5.2 JSON, never cached."""
         authorization = request.headers.get("authorization")
+        fields: dict[str, list[str]] = {}
         try:
             if (
                 request.headers.get("content-type", "").split(";")[0].strip()
@@ -289,6 +293,8 @@ class Identity:
                 agent, body = await self.server.token(fields, authorization)
                 claims = self.verifier.verify(body["access_token"], None)
                 await self.store.record_issued(claims.token_id, agent.client_id, claims.expires_at)
+                if self.audit is not None:  # durable before the token is handed out
+                    await self.audit.append(oauth_event(request, endpoint, fields, claims=claims))
                 log.info("token_issued", client_id=agent.client_id, tenant=agent.tenant, scope=body["scope"])
             elif endpoint == "revoke":
                 await self.server.revoke(fields, authorization)
@@ -296,6 +302,8 @@ class Identity:
                 body = await self.server.introspect(fields, authorization)
         except IdentityError as exc:
             log.info("oauth_request_refused", endpoint=endpoint, error=exc.error)
+            if self.audit is not None:
+                self.audit.append_nowait(oauth_event(request, endpoint, fields, error=exc))
             headers = dict(NO_STORE)
             if exc.status_code == 401 and authorization is not None:
                 headers["www-authenticate"] = 'Basic realm="interlink"'
@@ -303,6 +311,15 @@ class Identity:
                 {"error": exc.error, "error_description": exc.description},
                 status_code=exc.status_code,
                 headers=headers,
+            )
+        except AuditUnavailable:
+            return JSONResponse(
+                {
+                    "error": "temporarily_unavailable",
+                    "error_description": "the audit trail cannot record this request; try again shortly",
+                },
+                status_code=503,
+                headers={**NO_STORE, "retry-after": "1"},
             )
         return JSONResponse(body, headers=NO_STORE)
 
@@ -337,6 +354,49 @@ class Identity:
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": sorted({s for a in self.settings.agents for s in a.scopes}),
         }
+
+
+AUDITED_FORM_FIELDS: Final = ("grant_type", "resource", "scope", "audience", "requested_token_type")
+"""OAuth form fields copied into audit records (never secrets, assertions or tokens)."""
+
+
+def oauth_event(
+    request: Request,
+    endpoint: str,
+    fields: Mapping[str, list[str]],
+    *,
+    claims: Principal | None = None,
+    error: IdentityError | None = None,
+) -> Event:
+    """The audit record of a token, revocation or introspection request: who, what was asked
+    (allow-listed form fields, values cut to 200 characters), and the answer."""
+    args = {k: ",".join(v)[:200] for k, v in fields.items() if k in AUDITED_FORM_FIELDS and v}
+    claimed = next(iter(fields.get("client_id") or []), None)
+    if claims is None and claimed:
+        args["claimed_client_id"] = claimed[:200]
+    client = request.scope.get("client")
+    actor = Actor(
+        agent=claims.client_id if claims else None,
+        tenant=claims.tenant if claims else None,
+        act=list(claims.actors) if claims else [],
+        subject=claims.subject if claims and claims.subject != claims.client_id else None,
+        token_id=claims.token_id if claims else None,
+        address=client[0] if client else None,
+    )
+    if error is None:
+        decision = DecisionInfo(effect="allow", reason="issued" if endpoint == "token" else "accepted")
+        outcome = Outcome(status="ok")
+    else:
+        decision = DecisionInfo(effect="deny", reason=error.error)
+        outcome = Outcome(status="denied", reason=error.error, code=error.status_code)
+    return Event(
+        event=f"oauth.{endpoint}",
+        actor=actor,
+        target=Target(protocol="oauth", method=endpoint, name=claims.audience if claims else None),
+        decision=decision,
+        outcome=outcome,
+        args=args,
+    )
 
 
 def _unverified_issuer(token: str) -> str | None:

@@ -192,6 +192,37 @@ async def test_records_hold_no_token_secret_or_unlisted_argument(desk: Desk) -> 
         await http.post(f"{desk.base}/mcp/desk", headers={"authorization": f"Bearer {desk.token}x"}, json={})
     text = await bodies(desk.url)
     assert text and "clerk" in text
+    trail = await records(desk.url)
+    issued = trail[0]
+    assert issued["event"] == "oauth.token" and issued["actor"]["agent"] == "clerk"
+    assert (issued["decision"]["effect"], issued["decision"]["reason"]) == ("allow", "issued")
+    assert issued["args"] == {
+        "grant_type": "client_credentials",
+        "resource": f"{desk.base}/mcp/desk",
+        "scope": "mcp",
+    }
+    async with asyncio.timeout(5):  # refusals are recorded without holding up the 401
+        while not any(r["event"] == "mcp.auth" for r in trail):
+            await asyncio.sleep(0.05)
+            trail = await records(desk.url)
+    refused = next(r for r in trail if r["event"] == "mcp.auth")
+    assert (refused["decision"]["effect"], refused["decision"]["reason"]) == ("deny", "invalid_token")
+    assert refused["outcome"] == {"status": "denied", "reason": "invalid_token", "code": 401}
+    async with httpx2.AsyncClient() as http:
+        bad = await http.post(
+            f"{desk.base}/oauth2/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "clerk",
+                "client_secret": "wrong-" + SECRET,
+            },
+        )
+    assert bad.status_code == 401
+    async with asyncio.timeout(5):
+        while not any(r["event"] == "oauth.token" and r["decision"]["effect"] == "deny" for r in trail):
+            await asyncio.sleep(0.05)
+            trail = await records(desk.url)
+    text = await bodies(desk.url)
     for canary in (desk.token, desk.token.split(".")[2], SECRET, CANARY):
         assert canary not in text
 
