@@ -8,6 +8,8 @@ token (compared in constant time). Answers JSON; secrets appear once, in the res
     POST /admin/agents/{id}/disable|enable  (disable revokes live tokens)
     POST /admin/agents/{id}/rotate-secret   -> secret
     POST /admin/keys/rotate                 publish the next signing key
+    GET  /admin/policy                      the active policy's version, SHA-256, rule count, source
+    POST /admin/policy/reload               reload it from its source (400 invalid_policy: kept the old)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.policies import PolicyManager, PolicyRejected
 from gateway.registry import NewAgent, Registry, RegistryError, describe
 
 log = structlog.get_logger(__name__)
@@ -29,13 +32,33 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[Request, Registry], Awaitable[Any]]
 
 
-def admin_routes(admin_token: str | None, registry: Callable[[], Registry]) -> list[Route]:
+def admin_routes(
+    admin_token: str | None, registry: Callable[[], Registry], policies: PolicyManager | None = None
+) -> list[Route]:
     """The routes; with no admin token configured there are none (404 everywhere under /admin)."""
     if not admin_token:
         return []
     expected = f"Bearer {admin_token}".encode()
+    policy_routes = []
+    if policies is not None:
+        manager = policies
+
+        async def show_policy(request: Request, reg: Registry) -> Any:
+            return manager.status(changed=False).as_json() | {"status": "active"}
+
+        async def reload_policy(request: Request, reg: Registry) -> Any:
+            try:
+                return (await manager.reload("admin_api")).as_json()
+            except PolicyRejected as exc:
+                raise RegistryError(exc.message, 400, "invalid_policy") from None
+
+        policy_routes = [
+            Route("/admin/policy", _guarded(expected, registry, show_policy), methods=["GET"]),
+            Route("/admin/policy/reload", _guarded(expected, registry, reload_policy), methods=["POST"]),
+        ]
 
     return [
+        *policy_routes,
         Route("/admin/agents", _guarded(expected, registry, list_agents), methods=["GET"]),
         Route("/admin/agents", _guarded(expected, registry, add_agent, 201), methods=["POST"]),
         Route("/admin/agents/{client_id}", _guarded(expected, registry, show_agent), methods=["GET"]),
@@ -65,7 +88,7 @@ def _guarded(
             body = await handler(request, registry())
         except RegistryError as exc:
             return JSONResponse(
-                {"error": "refused", "error_description": exc.message}, status_code=exc.status
+                {"error": exc.error, "error_description": exc.message}, status_code=exc.status
             )
         except ValidationError as exc:
             problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]

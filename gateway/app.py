@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Final
 
 from mcp.server.transport_security import TransportSecuritySettings
@@ -29,6 +30,7 @@ from gateway.admin_api import admin_routes
 from gateway.audit import Actor, AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Event, Outcome, Target
 from gateway.auth import PRINCIPAL, Identity
 from gateway.enforce import Governor
+from gateway.policies import PolicyManager, initial_policy
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings, VirtualServerSettings
 from gateway.upstreams import build_spec, resolve_values
@@ -36,19 +38,25 @@ from identity.errors import IdentityError
 
 
 def create_app(
-    settings: GatewaySettings, *, pool: UpstreamPool | None = None, clock: Callable[[], float] = time.time
+    settings: GatewaySettings,
+    *,
+    pool: UpstreamPool | None = None,
+    clock: Callable[[], float] = time.time,
+    config_path: Path | None = None,
 ) -> Starlette:
     """Build the gateway. `pool` and `clock` are seams for tests; by default the pool is built from
-    `settings.upstreams`."""
+    `settings.upstreams`. `config_path`: the file `settings` came from, where the policy is reloaded
+    from (unless `policy_file` names another)."""
     identity = Identity(settings, clock=clock)
     pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.upstreams])
     security = _transport_security(settings.listen.host)
     audit = audit_log(settings, clock)
     identity.audit = audit
+    initial = initial_policy(settings)
     governors = {
         v.name: Governor(
             v.name,
-            policy=settings.policy,
+            policy=initial,
             audit=audit,
             public=v.public,
             argument_fields=settings.audit.argument_fields,
@@ -56,6 +64,7 @@ def create_app(
         )
         for v in settings.virtual_servers
     }
+    policies = PolicyManager(settings, list(governors.values()), config_path=config_path, audit=audit)
     virtuals = {
         v.name: VirtualServer(
             v.name,
@@ -75,6 +84,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(AuditStore.open(settings.audit.database_url))
             await stack.enter_async_context(audit.running(store))
+            await stack.enter_async_context(policies.running())
             await stack.enter_async_context(identity.running())
             await stack.enter_async_context(pool.running())
             for v in virtuals.values():
@@ -112,7 +122,7 @@ def create_app(
             methods=["GET", "POST", "DELETE"],
         ),
         *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
-        *admin_routes(_admin_token(settings), lambda: Registry(identity.store, settings)),
+        *admin_routes(_admin_token(settings), lambda: Registry(identity.store, settings), policies),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

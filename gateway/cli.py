@@ -141,12 +141,13 @@ def _serve(config: Path | None, host: str | None, port: int | None) -> int:
     from gateway.logs import configure_logging
 
     settings, source = _load(config)
+    path = config if config is not None else (DEFAULT_CONFIG if source == str(DEFAULT_CONFIG) else None)
     listen = settings.listen.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
     settings = settings.model_copy(update={"listen": listen})
     configure_logging(settings.logging)
-    app = create_app(settings)
+    app = create_app(settings, config_path=path)
     base = f"http://{listen.host}:{listen.port}"
     print(f"interlink {__version__}: configuration from {source}", file=sys.stderr)
     for v in settings.virtual_servers:

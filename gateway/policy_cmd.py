@@ -147,10 +147,15 @@ def _sources(policy_file: Path | None, config: Path | None) -> tuple[Policy, Ten
         return _load(policy_file, Policy), {}
     if config is None:
         raise ConfigError("no policy to use: give --config FILE or --policy FILE (no ./interlink.yaml here)")
+    from gateway.policies import initial_policy
+
     settings = load_settings(config)
-    if settings.policy is None:
-        raise ConfigError(f"{config}: no `policy` key (without one, any call with a valid token is allowed)")
-    return settings.policy, {a.client_id: a.tenant for a in settings.identity.agents}
+    policy = initial_policy(settings)
+    if policy is None:
+        raise ConfigError(
+            f"{config}: no `policy` or `policy_file` (without one, any call with a valid token is allowed)"
+        )
+    return policy, {a.client_id: a.tenant for a in settings.identity.agents}
 
 
 def _load(path: Path, model: type[Model]) -> Model:

@@ -19,10 +19,11 @@ from identity.keys import KeyRing, SigningKey, generate_key
 class RegistryError(Exception):
     """A refused operation; `status` is the HTTP status the admin API answers with."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, error: str = "refused") -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.error = error
 
 
 class NewAgent(BaseModel):

@@ -353,11 +353,18 @@ class GatewaySettings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""
+    policy_file: Path | None = None
+    """A YAML file holding the policy (`version`, `rules`) instead of the `policy` key; relative to
+    the configuration file. Watched and reloaded without a restart (see gateway/policies.py)."""
+    policy_reload_interval_s: float = Field(2.0, ge=0)
+    """How often the policy's file is checked for changes; 0: only on SIGHUP or the admin API."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewaySettings:
+        if self.policy is not None and self.policy_file is not None:
+            raise ValueError("give either policy or policy_file, not both")
         names = [u.name for u in self.upstreams]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -414,7 +421,14 @@ def load_settings(path: Path | None) -> GatewaySettings:
     class _FromFile(GatewaySettings):
         model_config = SettingsConfigDict(yaml_file=path)
 
-    return _validated(_FromFile, path)
+    settings = _validated(_FromFile, path)
+    if settings.policy_file is not None and not settings.policy_file.is_absolute():
+        settings = settings.model_copy(update={"policy_file": path.parent / settings.policy_file})
+    if settings.policy_file is not None:
+        from gateway.policies import load_policy_file
+
+        load_policy_file(settings.policy_file)  # a broken policy file fails at start-up, precisely
+    return settings
 
 
 def _validated(cls: type[GatewaySettings], path: Path | None) -> GatewaySettings:
