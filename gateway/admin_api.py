@@ -10,6 +10,9 @@ token (compared in constant time). Answers JSON; secrets appear once, in the res
     POST /admin/keys/rotate                 publish the next signing key
     GET  /admin/policy                      the active policy's version, SHA-256, rule count, source
     POST /admin/policy/reload               reload it from its source (400 invalid_policy: kept the old)
+    GET  /admin/approvals[?status=pending]  held calls, with their arguments
+    GET  /admin/approvals/{id}              one held call
+    POST /admin/approvals/{id}/approve|deny body {"approver": "name", "note": "why"} (audited)
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.approvals import ApprovalError, Approvals, decide_and_record
+from gateway.audit import AuditLog
 from gateway.policies import PolicyManager, PolicyRejected
 from gateway.registry import NewAgent, Registry, RegistryError, describe
 
@@ -33,32 +38,22 @@ Handler = Callable[[Request, Registry], Awaitable[Any]]
 
 
 def admin_routes(
-    admin_token: str | None, registry: Callable[[], Registry], policies: PolicyManager | None = None
+    admin_token: str | None,
+    registry: Callable[[], Registry],
+    policies: PolicyManager | None = None,
+    approvals: Approvals | None = None,
+    audit: AuditLog | None = None,
 ) -> list[Route]:
     """The routes; with no admin token configured there are none (404 everywhere under /admin)."""
     if not admin_token:
         return []
     expected = f"Bearer {admin_token}".encode()
-    policy_routes = []
-    if policies is not None:
-        manager = policies
-
-        async def show_policy(request: Request, reg: Registry) -> Any:
-            return manager.status(changed=False).as_json() | {"status": "active"}
-
-        async def reload_policy(request: Request, reg: Registry) -> Any:
-            try:
-                return (await manager.reload("admin_api")).as_json()
-            except PolicyRejected as exc:
-                raise RegistryError(exc.message, 400, "invalid_policy") from None
-
-        policy_routes = [
-            Route("/admin/policy", _guarded(expected, registry, show_policy), methods=["GET"]),
-            Route("/admin/policy/reload", _guarded(expected, registry, reload_policy), methods=["POST"]),
-        ]
+    policy_routes = _policy_routes(expected, registry, policies) if policies is not None else []
+    approval_routes = _approval_routes(expected, registry, approvals, audit) if approvals is not None else []
 
     return [
         *policy_routes,
+        *approval_routes,
         Route("/admin/agents", _guarded(expected, registry, list_agents), methods=["GET"]),
         Route("/admin/agents", _guarded(expected, registry, add_agent, 201), methods=["POST"]),
         Route("/admin/agents/{client_id}", _guarded(expected, registry, show_agent), methods=["GET"]),
@@ -69,6 +64,77 @@ def admin_routes(
         ),
         Route("/admin/agents/{client_id}/{verb:str}", _guarded(expected, registry, toggle), methods=["POST"]),
         Route("/admin/keys/rotate", _guarded(expected, registry, rotate_keys), methods=["POST"]),
+    ]
+
+
+def _policy_routes(expected: bytes, registry: Callable[[], Registry], manager: PolicyManager) -> list[Route]:
+
+    async def show_policy(request: Request, reg: Registry) -> Any:
+        return manager.status(changed=False).as_json() | {"status": "active"}
+
+    async def reload_policy(request: Request, reg: Registry) -> Any:
+        try:
+            return (await manager.reload("admin_api")).as_json()
+        except PolicyRejected as exc:
+            raise RegistryError(exc.message, 400, "invalid_policy") from None
+
+    return [
+        Route("/admin/policy", _guarded(expected, registry, show_policy), methods=["GET"]),
+        Route("/admin/policy/reload", _guarded(expected, registry, reload_policy), methods=["POST"]),
+    ]
+
+
+def _approval_routes(
+    expected: bytes, registry: Callable[[], Registry], held: Approvals, audit: AuditLog | None
+) -> list[Route]:
+
+    async def list_approvals(request: Request, reg: Registry) -> Any:
+        status = request.query_params.get("status", "pending")
+        if status not in ("pending", "approved", "denied", "used", "expired", "all"):
+            raise RegistryError(f"unknown status {status!r}", 400)
+        found = await held.list(None if status == "all" else status)  # type: ignore[arg-type]
+        return {"approvals": [a.describe() for a in found]}
+
+    async def show_approval(request: Request, reg: Registry) -> Any:
+        found = await held.get(request.path_params["approval_id"])
+        if found is None:
+            raise RegistryError("no such approval", 404)
+        return found.describe()
+
+    async def decide(request: Request, reg: Registry) -> Any:
+        verb = request.path_params["verb"]
+        if verb not in ("approve", "deny"):
+            raise RegistryError("unknown operation", 404)
+        try:
+            body = await request.json() if await request.body() else {}
+        except ValueError:
+            raise RegistryError("body must be JSON", 400) from None
+        approver = body.get("approver") if isinstance(body, dict) else None
+        note = body.get("note") if isinstance(body, dict) else None
+        if not isinstance(approver, str) or not approver.strip():
+            raise RegistryError('say who decides: {"approver": "name"}', 400)
+        try:
+            decided = await decide_and_record(
+                held,
+                audit,
+                request.path_params["approval_id"],
+                approve=verb == "approve",
+                by=approver,
+                note=note if isinstance(note, str) else None,
+                via="admin_api",
+            )
+        except ApprovalError as exc:
+            raise RegistryError(exc.message, exc.status) from None
+        return decided.describe()
+
+    return [
+        Route("/admin/approvals", _guarded(expected, registry, list_approvals), methods=["GET"]),
+        Route("/admin/approvals/{approval_id}", _guarded(expected, registry, show_approval), methods=["GET"]),
+        Route(
+            "/admin/approvals/{approval_id}/{verb:str}",
+            _guarded(expected, registry, decide),
+            methods=["POST"],
+        ),
     ]
 
 

@@ -27,10 +27,13 @@ from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.admin_api import admin_routes
+from gateway.approvals import Approvals
 from gateway.audit import Actor, AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Event, Outcome, Target
 from gateway.auth import PRINCIPAL, Identity
 from gateway.enforce import Governor
+from gateway.pins import ToolPins
 from gateway.policies import PolicyManager, initial_policy
+from gateway.ratelimit import LocalLimiter, RedisLimiter
 from gateway.registry import Registry
 from gateway.settings import GatewaySettings, VirtualServerSettings
 from gateway.upstreams import build_spec, resolve_values
@@ -53,6 +56,9 @@ def create_app(
     audit = audit_log(settings, clock)
     identity.audit = audit
     initial = initial_policy(settings)
+    limiter = RedisLimiter(settings.rate_limit_store) if settings.rate_limit_store else LocalLimiter()
+    approvals = Approvals(lambda: identity.store.engine, ttl_s=settings.approval_ttl_s, clock=clock)
+    pins = ToolPins(settings.upstreams, audit=audit, clock=clock)
     governors = {
         v.name: Governor(
             v.name,
@@ -60,6 +66,9 @@ def create_app(
             audit=audit,
             public=v.public,
             argument_fields=settings.audit.argument_fields,
+            limiter=limiter,
+            approvals=approvals,
+            pins=pins,
             clock=clock,
         )
         for v in settings.virtual_servers
@@ -86,6 +95,10 @@ def create_app(
             await stack.enter_async_context(audit.running(store))
             await stack.enter_async_context(policies.running())
             await stack.enter_async_context(identity.running())
+            await stack.enter_async_context(pins.running(identity.store))
+            await approvals.setup()
+            if isinstance(limiter, RedisLimiter):
+                stack.push_async_callback(limiter.close)
             await stack.enter_async_context(pool.running())
             for v in virtuals.values():
                 await stack.enter_async_context(v.manager.run())
@@ -122,7 +135,13 @@ def create_app(
             methods=["GET", "POST", "DELETE"],
         ),
         *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
-        *admin_routes(_admin_token(settings), lambda: Registry(identity.store, settings), policies),
+        *admin_routes(
+            _admin_token(settings),
+            lambda: Registry(identity.store, settings),
+            policies,
+            approvals,
+            audit,
+        ),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

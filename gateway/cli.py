@@ -24,6 +24,10 @@ EPILOG = textwrap.dedent(
       interlink keys rotate                    publish the next signing key (used after one token lifetime)
       interlink policy explain --agent A --action tools/call --resource mcp:crm/x   ALLOW/DENY and why
       interlink policy test cases.yaml         check expected decisions (exit 0 = all pass), e.g. in CI
+      interlink approvals list | show ID | approve ID --note "ok" | deny ID
+                                               decide calls the policy holds for a human
+      interlink tools list | approve UPSTREAM [TOOL...] [--all]
+                                               pin tool definitions; a changed tool is hidden until approved
       interlink audit tail -f | query --agent A --decision deny | verify | export -o trail.jsonl
                                                read the audit trail; verify exits 1 on any tampering
 
@@ -76,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.audit_cmd import add_parsers as add_audit_parsers
 
     add_audit_parsers(sub)
+    from gateway.approvals_cmd import add_parsers as add_approval_parsers
+
+    add_approval_parsers(sub)
+    from gateway.tools_cmd import add_parsers as add_tools_parsers
+
+    add_tools_parsers(sub)
     return parser
 
 
@@ -92,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.policy_cmd import run as run_policy
 
             return run_policy(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
+        if args.command == "approvals":
+            from gateway.approvals_cmd import run as run_approvals
+
+            return run_approvals(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
+        if args.command == "tools":
+            from gateway.tools_cmd import run as run_tools
+
+            return run_tools(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
         if args.command == "audit":
             from gateway.audit_cmd import run as run_audit
 

@@ -4,7 +4,8 @@
 it refuses the request when the audit trail cannot record it (fail closed, before any upstream is
 touched), runs it, and appends one audit record with the decision and the outcome before the
 response is sent. `check` decides a call against the policy (deny by default when a policy is
-configured) and raises `PolicyDenied`; `shows` filters lists.
+configured) and raises `PolicyDenied`; `shows` filters lists. `pinned` and `admit` apply tool
+pinning (`gateway/pins.py`) on every virtual server, public ones included.
 
 Only protected virtual servers are governed by the policy: a public one has no caller identity to
 decide on, and its records name the client address instead. With no `policy` in the configuration,
@@ -22,11 +23,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 from mcp.shared.exceptions import MCPError
 
+from gateway.approvals import APPROVAL_META, ApprovalDenied, ApprovalRequired, Approvals
 from gateway.audit import (
     Actor,
     AuditLog,
@@ -39,9 +41,13 @@ from gateway.audit import (
     pick_fields,
 )
 from gateway.auth import PRINCIPAL
-from gateway.errors import GatewayError, PolicyDenied
-from identity.policy import RESOURCE, Policy, Request, evaluate, visible
+from gateway.errors import GatewayError, PolicyDenied, ToolNotApproved
+from gateway.ratelimit import Limiter, LocalLimiter, RateLimited, bucket_key
+from identity.policy import RESOURCE, Policy, Request, evaluate, rate_limits, visible
 from identity.tokens import Principal
+
+if TYPE_CHECKING:
+    from gateway.pins import ToolPins  # which imports this module
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +66,8 @@ class _Draft:
     definition_sha256: str | None = None
     ref: str | None = None
     """Id of the write-ahead decision record of a tool call; the final record is its result."""
+    meta: Mapping[str, Any] | None = None
+    """The request's `_meta` (carries an approval id on a retried call)."""
 
 
 class _WriteAhead:
@@ -89,6 +97,9 @@ class Governor:
         audit: AuditLog | None,
         public: bool,
         argument_fields: Mapping[str, Sequence[str]] | None = None,
+        limiter: Limiter | None = None,
+        approvals: Approvals | None = None,
+        pins: ToolPins | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._virtual = virtual
@@ -99,7 +110,10 @@ class Governor:
         self._argument_fields = dict(argument_fields or {})
         self._fields_cache: dict[str, list[str]] = {}
         self._definitions: dict[int, tuple[Any, str]] = {}
+        self._limiter = limiter or LocalLimiter()
+        self._approvals = approvals
         self._clock = clock
+        self._pins = pins
 
     def set_policy(self, policy: Policy | None) -> None:
         """Swap the policy (hot reload); requests already decided keep their decision."""
@@ -136,7 +150,8 @@ class Governor:
         if principal is None or policy is None:
             info = DecisionInfo(effect="allow", reason="public" if self._public else "no_policy")
         else:
-            decision = evaluate(policy, self._request(principal, action, name, args))
+            request = self._request(principal, action, name, args)
+            decision = evaluate(policy, request)
             info = DecisionInfo(
                 effect="allow" if decision.allow else "deny",
                 reason=decision.code,
@@ -149,6 +164,10 @@ class Governor:
                     draft.decision = info
                 detail = {"rule": decision.rule} if decision.rule else {}
                 raise PolicyDenied(f"{action} {name!r} denied: {decision.reason}", **detail)
+            if decision.approval:
+                info = await self._approved(principal, action, name, args, info, draft)
+            if policy.rate_limits:
+                await self._count(policy, request, info, draft)
         if draft is None:
             return
         draft.decision = info
@@ -157,12 +176,101 @@ class Governor:
             draft.ref = event.id
             await self._audit.append(event)
 
+    async def _approved(
+        self,
+        principal: Principal,
+        action: str,
+        name: str,
+        args: Mapping[str, Any],
+        info: DecisionInfo,
+        draft: _Draft | None,
+    ) -> DecisionInfo:
+        """The call needs a human's approval: use the one the retry names, or hold the call."""
+        args_sha256 = safe_digest(args)
+        wanted = (draft.meta or {}).get(APPROVAL_META) if draft is not None else None
+        approvals = self._approvals
+        try:
+            if approvals is None:
+                raise ApprovalDenied("this gateway cannot hold calls for approval")
+            if isinstance(wanted, str):
+                used = await approvals.consume(
+                    wanted,
+                    agent=principal.client_id,
+                    server=self._virtual,
+                    name=name,
+                    args_sha256=args_sha256,
+                )
+                return info.model_copy(update={"reason": "approved", "approval_id": used.id})
+            held = await approvals.request(
+                agent=principal.client_id,
+                tenant=principal.tenant,
+                server=self._virtual,
+                action=action,
+                name=name,
+                args=args,
+                args_sha256=args_sha256,
+                rule=info.rule or "",
+            )
+            raise ApprovalRequired(
+                f"{action} {name!r} is held for a human's approval ({held.id}); once approved, retry the "
+                f'same call with _meta {{"{APPROVAL_META}": "{held.id}"}}',
+                approval_id=held.id,
+                status="pending",
+            )
+        except (ApprovalRequired, ApprovalDenied) as exc:
+            if draft is not None:
+                draft.decision = info.model_copy(
+                    update={
+                        "effect": "deny",
+                        "reason": exc.reason,
+                        "approval_id": exc.detail.get("approval_id"),
+                    }
+                )
+            raise
+
+    async def _count(
+        self, policy: Policy, request: Request, info: DecisionInfo, draft: _Draft | None
+    ) -> None:
+        for limit in rate_limits(policy, request):
+            wait = await self._limiter.hit(limit, bucket_key(limit, request.agent, request.resource))
+            if wait > 0:
+                if draft is not None:
+                    draft.decision = info.model_copy(
+                        update={"effect": "deny", "reason": "rate_limited", "rule": limit.id}
+                    )
+                raise RateLimited(
+                    f"rate limit {limit.id} ({limit.limit} per {limit.window_s:g} s) reached; "
+                    f"retry in {wait:.2f} s",
+                    rule=limit.id,
+                    retry_after_s=f"{wait:.3f}",
+                )
+
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool:
         principal = scope.get(PRINCIPAL)
         policy = self._policy
         if principal is None or policy is None:
             return True
         return visible(policy, self._request(principal, action, name, {}))
+
+    async def pinned(self, upstream: str, tool: Any) -> bool:
+        """Tool pinning: whether `upstream`'s `tool` may be listed as it is defined now."""
+        pins = self._pins
+        if pins is None or not pins.covers(upstream):
+            return True
+        return await pins.admits(upstream, tool, self._definition_sha256(tool))
+
+    async def admit(self, name: str, upstream: str, tool: Any) -> None:
+        """Refuse a call to a tool whose current definition is not approved. Runs before the
+        arguments are validated: against a schema nobody approved, that would be meaningless."""
+        draft = _DRAFT.get()
+        if draft is not None:
+            draft.definition_sha256 = self._definition_sha256(tool)
+        if not await self.pinned(upstream, tool):
+            raise ToolNotApproved(
+                f"tool {name!r} is not approved as its upstream defines it now (new or changed); "
+                "an operator must approve it (interlink tools approve)",
+                upstream=upstream,
+            )
 
     def _definition_sha256(self, tool: Any) -> str:
         cached = self._definitions.get(id(tool))
@@ -183,11 +291,16 @@ class Governor:
         name: str | None,
         args: Mapping[str, Any] | None,
         run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
     ) -> T:
+        draft = _Draft(started=time.perf_counter(), meta=meta)
         audit = self._audit
         if audit is None:
-            return await run()
-        draft = _Draft(started=time.perf_counter())
+            token = _DRAFT.set(draft)
+            try:
+                return await run()
+            finally:
+                _DRAFT.reset(token)
         try:
             audit.ensure_ready()
         except AuditUnavailable as exc:
@@ -280,6 +393,8 @@ DENYING_REASONS: Final = frozenset(
         "rate_limited",
         "tool_not_approved",
         "approval_required",
+        "approval_denied",
+        "rate_limit_unavailable",
     }
 )
 """Failure reasons that mean the gateway refused the call (nothing reached an upstream)."""

@@ -10,7 +10,8 @@ Each protocol adapter maps `reason` to its wire code in its own `REASON_CODES` t
     │   ├── UnknownPrompt            no such prompt on this virtual server
     │   ├── UnknownResource          no upstream of this virtual server serves that URI
     │   ├── InvalidArguments         arguments do not match the tool's input schema
-    │   └── PolicyDenied             the policy does not allow this caller this call (403)
+    │   ├── PolicyDenied             the policy does not allow this caller this call (403)
+    │   └── ToolNotApproved          the tool's current definition was never approved (403)
     └── UpstreamError                the upstream could not give an answer
         ├── UpstreamUnavailable      not running, refused, died or restarting (502)
         └── UpstreamTimeout          no answer within the configured timeout (504)
@@ -63,6 +64,13 @@ class InvalidArguments(RequestError):
 
 class PolicyDenied(RequestError):
     reason = "policy_denied"
+    http_status = 403
+
+
+class ToolNotApproved(RequestError):
+    """Tool pinning: the upstream changed the tool since it was approved, or it is new."""
+
+    reason = "tool_not_approved"
     http_status = 403
 
 

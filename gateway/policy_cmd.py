@@ -207,7 +207,10 @@ def _explain(args: argparse.Namespace, policy: Policy, tenants: Tenants) -> int:
         now=args.at or datetime.now(UTC),
     )
     decision = evaluate(policy, request)  # the verdict is the gateway's own; the trace only explains it
-    print("ALLOW" if decision.allow else "DENY")
+    if decision.allow and decision.approval:
+        print("ALLOW, once a human approves it (the deciding rule asks for approval)")
+    else:
+        print("ALLOW" if decision.allow else "DENY")
     print(f"rule:     {decision.rule or 'none: deny by default'}")
     print(f"reason:   {decision.reason}")
     print(f"policy:   version {decision.policy_version}")

@@ -108,8 +108,13 @@ class _UpstreamBase(_Model):
     """How often a ready upstream is probed (`server/discover`, or `ping` on the handshake era)."""
     protocol: Literal["auto", "legacy"] = "auto"
     """`auto` negotiates 2026-07-28 and falls back to the 2025-11-25 handshake; `legacy` always handshakes."""
-    trust_new_tools: bool = True
-    """Reserved for tool pinning: whether tools that appear later are served without approval."""
+    tool_pinning: bool = False
+    """Serve only tools whose definition (name, title, description, schemas, annotations) was approved
+    with `interlink tools approve`; a changed definition is hidden and its calls refused until
+    re-approved (`gateway/pins.py`). Off by default; turn it on for every upstream you do not control."""
+    trust_new_tools: bool = False
+    """With `tool_pinning`: pin a tool the first time it is seen instead of hiding it until approved
+    (trust on first use). Changes to a pinned tool still need approval."""
 
 
 class StdioUpstream(_UpstreamBase):
@@ -358,6 +363,11 @@ class GatewaySettings(BaseSettings):
     the configuration file. Watched and reloaded without a restart (see gateway/policies.py)."""
     policy_reload_interval_s: float = Field(2.0, ge=0)
     """How often the policy's file is checked for changes; 0: only on SIGHUP or the admin API."""
+    rate_limit_store: str | None = None
+    """`redis://host:6379/0` to share the policy's rate-limit buckets between replicas; default:
+    counted in each process."""
+    approval_ttl_s: int = Field(3600, ge=60, le=7 * 86_400)
+    """How long a held call waits for a human, and an approval stays usable once given."""
     audit: AuditSettings = Field(default_factory=AuditSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

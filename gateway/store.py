@@ -1,6 +1,6 @@
-"""The gateway's database (SQLAlchemy async): agent registrations, signing keys, revoked tokens and
-used client-assertion ids. SQLite by default; PostgreSQL (`postgresql+asyncpg://`) to share it
-between replicas. Tables are created on first start."""
+"""The gateway's database (SQLAlchemy async): agent registrations, signing keys, revoked tokens,
+used client-assertion ids and approved tool definitions (`gateway/pins.py`). SQLite by default;
+PostgreSQL (`postgresql+asyncpg://`) to share it between replicas. Tables are created on first start."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,29 @@ seen_assertions = sa.Table(
     sa.Column("key", sa.String(300), primary_key=True),
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+tool_pins = sa.Table(
+    "interlink_tool_pins",
+    metadata,
+    sa.Column("upstream", sa.String(64), primary_key=True),
+    sa.Column("tool", sa.String(256), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("approved_by", sa.String(256), nullable=False),
+    sa.Column("approved_at", sa.BigInteger, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class ToolPin:
+    """One approved tool definition: `sha256` of its canonical JSON, and the definition itself (so a
+    later change can be shown field by field)."""
+
+    upstream: str
+    tool: str
+    sha256: str
+    definition: dict[str, Any]
+    approved_by: str
+    approved_at: int
 
 
 class Store:
@@ -178,6 +201,37 @@ class Store:
             except IntegrityError:
                 return False
         return True
+
+    # -- tool pins --------------------------------------------------------------------------------
+
+    async def tool_pins(self) -> list[ToolPin]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(tool_pins))).all()
+        return [
+            ToolPin(r.upstream, r.tool, r.sha256, json.loads(r.definition), r.approved_by, int(r.approved_at))
+            for r in rows
+        ]
+
+    async def add_tool_pin(self, pin: ToolPin) -> bool:
+        """Pin a tool seen for the first time; False when it is pinned already (by another replica)."""
+        async with self.engine.begin() as conn:
+            try:
+                await conn.execute(tool_pins.insert().values(_pin_row(pin)))
+            except IntegrityError:
+                return False
+        return True
+
+    async def put_tool_pins(self, pins: list[ToolPin]) -> None:
+        """Insert or replace (an approval), all in one transaction."""
+        async with self.engine.begin() as conn:
+            for pin in pins:
+                key = (tool_pins.c.upstream == pin.upstream) & (tool_pins.c.tool == pin.tool)
+                await conn.execute(tool_pins.delete().where(key))
+                await conn.execute(tool_pins.insert().values(_pin_row(pin)))
+
+
+def _pin_row(pin: ToolPin) -> dict[str, Any]:
+    return asdict(pin) | {"definition": json.dumps(pin.definition, sort_keys=True)}
 
 
 def _agent(record: str) -> Agent:

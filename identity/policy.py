@@ -83,6 +83,13 @@ class Principals(_Model):
     tenants: list[str] = []
 
 
+def _scoped_resources(values: list[str]) -> list[str]:
+    for value in values:
+        if not RESOURCE.match(value):
+            raise ValueError(f"{value!r}: expected mcp:<server>/<tool> or a2a:<agent>/<skill>")
+    return values
+
+
 class Rule(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     effect: Effect
@@ -91,24 +98,49 @@ class Rule(_Model):
     resources: list[str] = Field(min_length=1)
     args: list[ArgCondition] = []
     time: TimeWindow | None = None
+    approval: bool = False
+    """A permit that holds the call until a human approves it (see gateway/approvals.py)."""
     description: str = ""
+
+    @model_validator(mode="after")
+    def _approval_on_permit(self) -> Rule:
+        if self.approval and self.effect != "permit":
+            raise ValueError("approval applies to permit rules only")
+        return self
 
     @field_validator("resources")
     @classmethod
     def _scoped(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not RESOURCE.match(value):
-                raise ValueError(f"{value!r}: expected mcp:<server>/<tool> or a2a:<agent>/<skill>")
-        return values
+        return _scoped_resources(values)
+
+
+class RateLimit(_Model):
+    """At most `limit` calls per `window_s` seconds (a token bucket: bursts up to `limit`, refilled
+    evenly), counted per agent, per resource, or per agent and resource, for the calls it targets.
+    Only calls the rules allow are counted."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    principals: Principals = Principals()
+    actions: list[str] = ["tools/call"]
+    resources: list[str] = Field(min_length=1)
+    per: Literal["agent", "resource", "agent_resource"] = "agent"
+    limit: int = Field(ge=1)
+    window_s: float = Field(gt=0, le=86_400)
+
+    @field_validator("resources")
+    @classmethod
+    def _scoped(cls, values: list[str]) -> list[str]:
+        return _scoped_resources(values)
 
 
 class Policy(_Model):
     version: str = "1"
     rules: list[Rule] = []
+    rate_limits: list[RateLimit] = []
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Policy:
-        ids = [r.id for r in self.rules]
+        ids = [r.id for r in self.rules] + [r.id for r in self.rate_limits]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"rule ids must be unique; repeated: {', '.join(dupes)}")
@@ -136,6 +168,8 @@ class Decision:
     policy_version: str
     code: Literal["permit", "forbid", "evaluation_error", "default_deny"] = "default_deny"
     """Stable kind of the decision, for audit records and error data."""
+    approval: bool = False
+    """Allowed only once a human approves this call (the deciding permit asks for approval)."""
 
 
 class EvaluationError(Exception):
@@ -165,8 +199,26 @@ def evaluate(policy: Policy, request: Request) -> Decision:
         if matched and permit is None:
             permit = rule
     if permit is not None:
-        return Decision(True, permit.id, f"permitted by rule {permit.id}", policy.version, "permit")
+        return Decision(
+            True, permit.id, f"permitted by rule {permit.id}", policy.version, "permit", permit.approval
+        )
     return Decision(False, None, "no rule permits this request (deny by default)", policy.version)
+
+
+def rate_limits(policy: Policy, request: Request) -> list[RateLimit]:
+    """The rate limits that count this request (in policy order)."""
+    out = []
+    for limit in policy.rate_limits:
+        who = limit.principals
+        if who.agents and request.agent not in who.agents:
+            continue
+        if who.tenants and request.tenant not in who.tenants:
+            continue
+        if request.action not in limit.actions and "*" not in limit.actions:
+            continue
+        if any(_resource_matches(p, request.resource) for p in limit.resources):
+            out.append(limit)
+    return out
 
 
 def visible(policy: Policy, request: Request) -> bool:

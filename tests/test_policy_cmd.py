@@ -195,7 +195,7 @@ def test_config_without_policy_is_an_error(capsys: pytest.CaptureFixture[str], t
     config = tmp_path / "c.yaml"
     config.write_text("upstreams: []\n")
     assert main(["policy", "explain", "--config", str(config), *INVOICE]) == 2
-    assert "no `policy` key" in capsys.readouterr().err
+    assert "no `policy` or `policy_file`" in capsys.readouterr().err
 
 
 CASES = """\

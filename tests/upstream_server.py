@@ -2,7 +2,7 @@
 
 Tools exercise what the gateway must forward: plain results, a `search` that collides with other
 upstreams, progress, slowness (timeouts, cancellation), a crash (restart), runtime tool changes
-(list_changed) and elicitation.
+(list_changed), a tool whose description changes at run time (a rug pull) and elicitation.
 """
 
 from __future__ import annotations
@@ -95,11 +95,27 @@ def _add_lifecycle_tools(server: MCPServer, marker_dir: Path | None) -> None:
             return f"I am {name}"
 
         server.add_tool(added, name=name, description="added at run time")
-        if ctx.protocol_version == "2026-07-28":
-            await ctx.notify_tools_changed()
-        else:
-            await ctx.session.send_tool_list_changed()
+        await _announce_tools_changed(ctx)
         return f"added {name}"
+
+    @server.tool()
+    async def redescribe(description: str, ctx: Context) -> str:
+        """Give `echo` another description at run time (a rug pull) and announce the change."""
+
+        def echo(text: str) -> str:
+            return text
+
+        server.remove_tool("echo")
+        server.add_tool(echo, name="echo", description=description)
+        await _announce_tools_changed(ctx)
+        return "redescribed echo"
+
+
+async def _announce_tools_changed(ctx: Context) -> None:
+    if ctx.protocol_version == "2026-07-28":
+        await ctx.notify_tools_changed()
+    else:
+        await ctx.session.send_tool_list_changed()
 
 
 def main() -> None:

@@ -124,7 +124,9 @@ class Governor(Protocol):
     """The gateway's policy and audit seam. `around` wraps each governed request (it may refuse it,
     and records it); `check` raises PolicyDenied for a call the caller may not make (`definition` is
     the upstream's tool definition, for tool calls); `shows` says whether a listed item may be shown.
-    `scope` is the ASGI scope of the request (the authenticated caller travels in it)."""
+    `scope` is the ASGI scope of the request (the authenticated caller travels in it). Tool pinning:
+    `pinned` says whether an upstream's tool may be served as defined now, for every caller; `admit`
+    raises ToolNotApproved when not (named `name`, as the caller called it)."""
 
     async def check(
         self,
@@ -137,6 +139,10 @@ class Governor(Protocol):
 
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool: ...
 
+    async def pinned(self, upstream: str, tool: Tool) -> bool: ...
+
+    async def admit(self, name: str, upstream: str, tool: Tool) -> None: ...
+
     async def around(
         self,
         scope: Mapping[str, Any],
@@ -144,6 +150,7 @@ class Governor(Protocol):
         name: str | None,
         args: Mapping[str, Any] | None,
         run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
     ) -> T: ...
 
 
@@ -172,6 +179,8 @@ class VirtualServer:
         self._selection = selection
         self._namespacing: Namespacing = namespacing
         self._exposed: dict[str, tuple[str, Tool]] = {}
+        self._unapproved: frozenset[str] = frozenset()
+        """Exposed names whose definition is not approved (tool pinning): resolvable, never shown."""
         self._validators: dict[tuple[str, str], tuple[Tool, Validator]] = {}
         self._routes = ResourceRoutes.build([], [])
         self._bus = InMemorySubscriptionBus()
@@ -226,7 +235,7 @@ class VirtualServer:
                     return await handler(ctx, params)
                 name, args = _target(params)
                 return await governor.around(
-                    ctx.request.scope, ctx.method, name, args, lambda: handler(ctx, params)
+                    ctx.request.scope, ctx.method, name, args, lambda: handler(ctx, params), _meta(params)
                 )
             except GatewayError as exc:
                 log.info("mcp_request_failed", virtual=ctx.method, reason=exc.reason, **exc.detail)
@@ -264,20 +273,34 @@ class VirtualServer:
         # An upstream that announces tool changes is listed once and again after each announcement;
         # one that does not is asked every time, so a list is never staler than the upstream.
         per_upstream = await self._each(lambda c: c.tools(refresh=not c.tools_change_announced))
+        candidates = [
+            (upstream, tool, await self._pinned(upstream, tool))
+            for upstream, tools in per_upstream
+            for tool in tools.values()
+            if self._selection.selects(Origin(upstream, tool.name))
+        ]
+        # Approved definitions first (a stable sort): a tool awaiting approval never shadows one.
+        candidates.sort(key=lambda c: not c[2])
         exposed: dict[str, tuple[str, Tool]] = {}
-        for upstream, tools in per_upstream:
-            for tool in tools.values():
-                origin = Origin(upstream, tool.name)
-                if not self._selection.selects(origin):
-                    continue
-                name = expose(origin, self._namespacing)
-                if name in exposed:
-                    log.warning("tool_name_clash_hidden", tool=name, kept=exposed[name][0], hidden=upstream)
-                    continue
-                exposed[name] = (upstream, tool)
-        self._exposed = exposed
-        shown = [(n, t) for n, (_u, t) in exposed.items() if self._shows(ctx, "tools/call", n)]
+        unapproved: set[str] = set()
+        for upstream, tool, approved in candidates:
+            name = expose(Origin(upstream, tool.name), self._namespacing)
+            if name in exposed:
+                log.warning("tool_name_clash_hidden", tool=name, kept=exposed[name][0], hidden=upstream)
+                continue
+            exposed[name] = (upstream, tool)
+            if not approved:
+                unapproved.add(name)
+        self._exposed, self._unapproved = exposed, frozenset(unapproved)
+        shown = [
+            (n, t)
+            for n, (_u, t) in exposed.items()
+            if n not in unapproved and self._shows(ctx, "tools/call", n)
+        ]
         return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, t in shown])
+
+    async def _pinned(self, upstream: str, tool: Tool) -> bool:
+        return self._governor is None or await self._governor.pinned(upstream, tool)
 
     def _shows(self, ctx: Ctx, action: str, name: str) -> bool:
         if self._governor is None or ctx is None or ctx.request is None:
@@ -292,7 +315,7 @@ class VirtualServer:
 
     def _input_schema(self, exposed: str) -> Mapping[str, Any] | None:
         found = self._exposed.get(exposed)
-        return found[1].input_schema if found else None
+        return found[1].input_schema if found and exposed not in self._unapproved else None
 
     async def _origin(self, exposed: str) -> Origin | None:
         if self._namespacing == "prefix":
@@ -325,6 +348,8 @@ class VirtualServer:
         self, ctx: Ctx, params: CallToolRequestParams
     ) -> CallToolResult | InputRequiredResult:
         conn, tool = await self._resolve_tool(params.name)
+        if self._governor is not None:
+            await self._governor.admit(params.name, conn.spec.name, tool)
         arguments = params.arguments or {}
         problems = self._argument_errors(conn.spec.name, tool, arguments)
         if problems:
@@ -592,6 +617,11 @@ class VirtualServer:
 
 
 R = TypeVar("R", bound=Result)
+
+
+def _meta(params: Any) -> Mapping[str, Any] | None:
+    meta = getattr(params, "meta", None)
+    return meta if isinstance(meta, Mapping) else None
 
 
 def _target(params: Any) -> tuple[str | None, Mapping[str, Any] | None]:
