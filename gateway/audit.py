@@ -33,9 +33,11 @@ import base64
 import hashlib
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +87,8 @@ class Actor(_Model):
     token_id: str | None = None
     """The access token's `jti` (never the token itself)."""
     address: str | None = None
+    person: str | None = None
+    """A human acting (an approver, an administrator), as they named themselves."""
 
 
 class Target(_Model):
@@ -104,6 +108,8 @@ class DecisionInfo(_Model):
     rule: str | None = None
     policy_version: str | None = None
     policy_sha256: str | None = None
+    approval_id: str | None = None
+    """The human approval this decision asked for or used."""
 
 
 class Outcome(_Model):
@@ -154,7 +160,30 @@ class Event:
 
 
 def canonical(value: Any) -> bytes:
+    """RFC 8785 (JCS) canonical JSON. Values of only strings, ASCII keys, booleans, null and
+    integers within ±2**53 serialise identically with the standard library's sorted, compact
+    `json.dumps` (tested), which is several times faster; anything else (floats) goes to `rfc8785`."""
+    if _plain(value):
+        try:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: let the reference implementation refuse it
+            pass
     return rfc8785.dumps(value)
+
+
+_MAX_SAFE_INT: Final = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, str) or value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return False
 
 
 def digest(value: Any) -> str:
@@ -317,11 +346,70 @@ class Query:
     newest_first: bool = False
 
 
+class _SqliteWriter:
+    """Writes to a SQLite file through one plain `sqlite3` connection on one thread: a batch is one
+    hop to that thread and one transaction, instead of the several loop round trips each statement
+    costs through the async engine (about 4x less CPU per durable append, bench/audit.py)."""
+
+    def __init__(self, path: str, busy_timeout_s: float) -> None:
+        self._path = path
+        self._timeout = busy_timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interlink-audit")
+        self._conn: sqlite3.Connection | None = None
+        columns = [c.name for c in records_table.columns]
+        marks = ", ".join("?" * len(columns))
+        self._insert = f"INSERT INTO {records_table.name} ({', '.join(columns)}) VALUES ({marks})"
+        self._columns = columns
+        cp_columns = [c.name for c in checkpoints_table.columns]
+        self._insert_cp = (
+            f"INSERT INTO {checkpoints_table.name} ({', '.join(cp_columns)}) "
+            f"VALUES ({', '.join('?' * len(cp_columns))})"
+        )
+        self._cp_columns = cp_columns
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._conn = conn
+        return self._conn
+
+    def _write(self, rows: Sequence[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                conn.executemany(self._insert, [tuple(r[c] for c in self._columns) for r in rows])
+            if checkpoint is not None:
+                conn.execute(self._insert_cp, tuple(checkpoint.__dict__[c] for c in self._cp_columns))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def write(self, rows: Sequence[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, checkpoint)
+
+    def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        self._executor.submit(shut).result(timeout=5)
+        self._executor.shutdown(wait=True)
+
+
 class AuditStore:
     """The audit tables, in their own engine (a separate SQLite file or PostgreSQL database)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer: _SqliteWriter | None = None) -> None:
         self.engine = engine
+        self._writer = writer
 
     @classmethod
     @asynccontextmanager
@@ -345,11 +433,16 @@ class AuditStore:
                 cursor.execute("PRAGMA synchronous=FULL")
                 cursor.close()
 
+        writer = None
+        if sqlite and options.get("poolclass") is not StaticPool:
+            writer = _SqliteWriter(str(sa.make_url(url).database), busy_timeout_s)
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
-            yield cls(engine)
+            yield cls(engine, writer)
         finally:
+            if writer is not None:
+                writer.close()
             await engine.dispose()
 
     async def head(self, log_id: str) -> tuple[int, str] | None:
@@ -369,6 +462,9 @@ class AuditStore:
         return found[0] if found else None
 
     async def write(self, rows: Sequence[dict[str, Any]], checkpoint: Checkpoint | None = None) -> None:
+        if self._writer is not None:
+            await self._writer.write(rows, checkpoint)
+            return
         async with self.engine.begin() as conn:
             if rows:
                 await conn.execute(records_table.insert(), list(rows))

@@ -9,9 +9,13 @@ import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import rfc8785
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.audit import (
     Actor,
@@ -236,3 +240,29 @@ async def test_store_failure_fails_waiters_and_keeps_the_records(tmp_path: Path)
             await log.append(event(2))
         report = await verify_log(store, "main", [signer.public_key])
         assert report.ok and report.records == 3, report.problems
+
+
+_plain_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.text(alphabet=st.characters(exclude_categories=["Cs"])),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=8), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_plain_json)
+def test_fast_canonical_json_is_rfc8785(value: Any) -> None:
+    """The standard-library fast path produces exactly the RFC 8785 bytes for the values it takes."""
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_floats_take_the_reference_path() -> None:
+    assert canonical({"b": 1e21, "a": 0.000001}) == b'{"a":0.000001,"b":1e+21}'
