@@ -64,7 +64,11 @@ def gateway_config(up_url: str, gw_url: str, db: Path, secret: str, mode: Connec
     identity = {"database_url": f"sqlite+aiosqlite:///{db}", "public_url": gw_url, "agents": [agent]}
     servers = [{"name": name, "upstreams": ["web"], "public": name == "open"} for name in ("open", "secure")]
     config = {"logging": {"level": "warning"}, "upstreams": [web], "virtual_servers": servers}
-    return json.dumps(config | {"identity": identity})  # JSON is YAML
+    audit = {  # durable, as deployed, beside the identity database in the run's temporary directory
+        "database_url": f"sqlite+aiosqlite:///{db.parent / 'audit.db'}",
+        "checkpoint_key_file": str(db.parent / "audit-key.pem"),
+    }
+    return json.dumps(config | {"identity": identity, "audit": audit})  # JSON is YAML
 
 
 def fetch_token(gw_url: str, secret: str) -> str:

@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
                     "upstreams": [web],
                     "virtual_servers": [bench],
                     "identity": memory,
+                    # the audit trail as deployed: durable SQLite, in the run's temporary directory
+                    "audit": {
+                        "database_url": f"sqlite+aiosqlite:///{Path(tmp, 'audit.db')}",
+                        "checkpoint_key_file": str(Path(tmp, "audit-key.pem")),
+                    },
                 }
             )
         )

@@ -129,13 +129,15 @@ def test_secured_flow(tmp_path: Path) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     steps = [(m["code"], m["expect"]) for m in SECURED_BLOCK.finditer(README)]
-    assert len(steps) == 4
+    assert len(steps) == 8
     port = _free_port()
     env = {
         **os.environ,
         "PATH": f"{INTERLINK.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "INTERLINK_DEMO_AGENT_SECRET": "demo-secret-change-me",
         "INTERLINK_IDENTITY__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'secured.db'}",
+        "INTERLINK_AUDIT__DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}",
+        "INTERLINK_AUDIT__CHECKPOINT_KEY_FILE": str(tmp_path / "audit-key.pem"),
     }
     log = (tmp_path / "serve.log").open("w")
     serve = [str(INTERLINK), "serve", "--config", "examples/secured.yaml", "--port", str(port)]
@@ -174,3 +176,16 @@ def test_secured_flow(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+def test_policy_example_is_valid() -> None:
+    """The README's annotated policy is one a user can paste: it validates as it stands."""
+    import yaml
+
+    from identity.policy import Policy
+
+    blocks = re.findall(r"```yaml\n(policy:\n.*?)```", README, re.S)
+    assert blocks
+    for block in blocks:
+        policy = Policy.model_validate(yaml.safe_load(block)["policy"])
+        assert policy.rules and policy.rate_limits
