@@ -32,6 +32,7 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--name", required=True, help="display name")
     add.add_argument("--owner", required=True, help="the accountable person or team")
     add.add_argument("--tenant")
+    add.add_argument("--group", action="append", default=[], metavar="GROUP", help="policy group; repeatable")
     add.add_argument("--audience", action="append", required=True, metavar="mcp/NAME", help="repeatable")
     add.add_argument("--scope", action="append", required=True, help="repeatable")
     add.add_argument(
@@ -86,6 +87,7 @@ async def _agents(args: argparse.Namespace, registry: Registry) -> int:
             name=args.name,
             owner=args.owner,
             tenant=args.tenant,
+            groups=args.group,
             audiences=args.audience,
             scopes=args.scope,
             jwks=json.loads(args.jwks.read_text()) if args.jwks else None,

@@ -428,6 +428,7 @@ def _agent(settings: AgentSettings) -> Agent:
         expires_at=_epoch(settings.expires_at),
         enabled=settings.enabled,
         may_act_for=tuple(settings.may_act_for),
+        groups=tuple(settings.groups),
     )
 
 

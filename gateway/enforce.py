@@ -130,6 +130,7 @@ class Governor:
             resource=f"mcp:{self._virtual}/{name}",
             args=args,
             now=datetime.fromtimestamp(self._clock(), UTC),
+            groups=principal.groups,
         )
 
     async def check(

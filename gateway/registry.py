@@ -41,6 +41,7 @@ class NewAgent(BaseModel):
     """Public keys for private_key_jwt; without them the agent gets a development secret."""
     expires_at: datetime | None = None
     may_act_for: list[str] = []
+    groups: list[str] = []
 
 
 def describe(agent: Agent) -> dict[str, Any]:
@@ -85,6 +86,7 @@ class Registry:
             scopes=tuple(new.scopes),
             expires_at=int(new.expires_at.timestamp()) if new.expires_at else None,
             may_act_for=tuple(new.may_act_for),
+            groups=tuple(new.groups),
         )
         await self._store.put_agent(agent, source=source)
         return agent, secret

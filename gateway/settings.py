@@ -224,6 +224,8 @@ class AgentSettings(_Model):
     owner: str = Field(min_length=1)
     """The accountable person or team."""
     tenant: str | None = None
+    groups: list[str] = []
+    """Policy groups it belongs to (`principals.groups` in rules)."""
     secret: SecretRef | None = None
     """`client_secret` authentication: for development only; stored hashed (scrypt)."""
     jwks: dict[str, Any] | None = None

@@ -239,4 +239,5 @@ def _agent(record: str) -> Agent:
     data["audiences"] = tuple(data["audiences"])
     data["scopes"] = tuple(data["scopes"])
     data["may_act_for"] = tuple(data.get("may_act_for", ()))
+    data["groups"] = tuple(data.get("groups", ()))
     return Agent(**data)

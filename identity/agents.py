@@ -37,6 +37,8 @@ class Agent:
     enabled: bool = True
     may_act_for: tuple[str, ...] = ()
     """Client ids whose tokens this agent may exchange to act on their behalf (RFC 8693)."""
+    groups: tuple[str, ...] = ()
+    """Policy groups (`principals.groups`); carried in its tokens' `groups` claim."""
 
     def usable(self, now: float) -> bool:
         return self.enabled and (self.expires_at is None or now < self.expires_at)

@@ -97,6 +97,7 @@ class AuthorizationServer:
             scopes=scopes,
             tenant=agent.tenant,
             not_after=agent.expires_at,
+            groups=agent.groups,
         )
         return agent, {
             "access_token": issued.token,
@@ -143,6 +144,7 @@ class AuthorizationServer:
             tenant=subject.tenant,
             not_after=min(subject.expires_at, actor.expires_at or subject.expires_at),
             act=chain,
+            groups=sorted(subject.groups),
         )
         return actor, {
             "access_token": issued.token,
@@ -184,6 +186,7 @@ class AuthorizationServer:
             "jti": p.token_id,
             "token_type": "Bearer",
             **({"tenant": p.tenant} if p.tenant else {}),
+            **({"groups": sorted(p.groups)} if p.groups else {}),
         }
 
     async def authenticate(self, form: Form, authorization: str | None) -> Agent:

@@ -81,6 +81,8 @@ class Principals(_Model):
 
     agents: list[str] = []
     tenants: list[str] = []
+    groups: list[str] = []
+    """Any of these groups (from the agent's registration, or an external token's `groups` claim)."""
 
 
 def _scoped_resources(values: list[str]) -> list[str]:
@@ -157,6 +159,7 @@ class Request:
     resource: str
     args: Mapping[str, Any] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(ZoneInfo("UTC")))
+    groups: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,8 @@ def rate_limits(policy: Policy, request: Request) -> list[RateLimit]:
             continue
         if who.tenants and request.tenant not in who.tenants:
             continue
+        if who.groups and request.groups.isdisjoint(who.groups):
+            continue
         if request.action not in limit.actions and "*" not in limit.actions:
             continue
         if any(_resource_matches(p, request.resource) for p in limit.resources):
@@ -244,6 +249,7 @@ class _Target:
     rule: Rule
     agents: frozenset[str]
     tenants: frozenset[str]
+    groups: frozenset[str]
     actions: frozenset[str]
     any_action: bool
     tools: frozenset[str]
@@ -301,6 +307,7 @@ def _target(rule: Rule, tools: list[str]) -> _Target:
         rule=rule,
         agents=frozenset(rule.principals.agents),
         tenants=frozenset(rule.principals.tenants),
+        groups=frozenset(rule.principals.groups),
         actions=frozenset(rule.actions),
         any_action="*" in rule.actions,
         tools=frozenset(tool for tool in tools if tool not in globs),
@@ -322,6 +329,8 @@ def _targeting(policy: Policy, request: Request) -> Iterator[_Target]:
             continue
         if target.tenants and tenant not in target.tenants:
             continue
+        if target.groups and request.groups.isdisjoint(target.groups):
+            continue
         if not target.any_action and action not in target.actions:
             continue
         if tool in target.tools or any(match(tool) for match in target.globs):
@@ -336,6 +345,8 @@ def _targets(rule: Rule, request: Request) -> bool:
     if who.agents and request.agent not in who.agents:
         return False
     if who.tenants and request.tenant not in who.tenants:
+        return False
+    if who.groups and request.groups.isdisjoint(who.groups):
         return False
     if request.action not in rule.actions and "*" not in rule.actions:
         return False

@@ -50,6 +50,8 @@ class Principal:
     expires_at: int
     actors: tuple[str, ...] = ()
     """RFC 8693 §4.1 delegation chain, outermost (current) actor first; empty when acting for itself."""
+    groups: frozenset[str] = frozenset()
+    """The token's `groups` claim (strings only), for policy."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class TokenIssuer:
         tenant: str | None,
         not_after: int | None = None,
         act: Mapping[str, Any] | None = None,
+        groups: Sequence[str] = (),
     ) -> IssuedToken:
         """RFC 9068 §2.2 claims plus `tenant` (and `act`, RFC 8693 §4.1); `exp` never passes `not_after`."""
         now = int(self._clock())
@@ -102,6 +105,8 @@ class TokenIssuer:
             claims["tenant"] = tenant
         if act is not None:
             claims["act"] = dict(act)
+        if groups:
+            claims["groups"] = sorted(groups)
         header = {"typ": TOKEN_TYPE, "alg": ALGORITHM, "kid": key.kid}
         return IssuedToken(jwt.encode(header, claims, key.private_key()), claims, exp - now)
 
@@ -223,6 +228,7 @@ def _principal(claims: Mapping[str, Any], audience: str) -> Principal:
         actors.append(act["sub"])
         act = act.get("act")
     tenant = claims.get("tenant")
+    groups = claims.get("groups")
     return Principal(
         subject=str(claims["sub"]),
         client_id=str(claims["client_id"]),
@@ -233,4 +239,7 @@ def _principal(claims: Mapping[str, Any], audience: str) -> Principal:
         token_id=str(claims["jti"]),
         expires_at=int(claims["exp"]),
         actors=tuple(actors),
+        groups=frozenset(g for g in groups if isinstance(g, str))
+        if isinstance(groups, list)
+        else frozenset(),
     )

@@ -204,6 +204,7 @@ def test_visibility_for_lists() -> None:
 
 AGENTS = ["a", "b", "c"]
 TENANTS = ["t1", "t2"]
+GROUPS = ["finance", "support", "ops"]
 ACTIONS = ["tools/call", "resources/read"]
 NAMED = ["mcp:crm", "mcp:hr", "a2a:crm", "mcp:billing"]
 """`kind:server` that rules name; requests also go to `mcp:ghost`, which no rule names."""
@@ -224,6 +225,8 @@ def reference(policy_json: dict[str, Any], request: Request) -> tuple[bool, str 
         if who.get("agents") and request.agent not in who["agents"]:
             continue
         if who.get("tenants") and request.tenant not in who["tenants"]:
+            continue
+        if who.get("groups") and not set(who["groups"]) & set(request.groups):
             continue
         if request.action not in rule["actions"] and "*" not in rule["actions"]:
             continue
@@ -278,6 +281,7 @@ rules = st.fixed_dictionaries(
             {
                 "agents": st.lists(st.sampled_from(AGENTS), max_size=2),
                 "tenants": st.lists(st.sampled_from(TENANTS), max_size=1),
+                "groups": st.lists(st.sampled_from(GROUPS), max_size=2),
             }
         ),
         "actions": st.lists(st.sampled_from([*ACTIONS, "*"]), min_size=1, max_size=2),
@@ -296,6 +300,7 @@ requests = st.builds(
     action=st.sampled_from(ACTIONS),
     resource=st.builds("{}/{}".format, st.sampled_from([*NAMED, "mcp:ghost"]), st.sampled_from(TOOLS)),
     args=st.dictionaries(st.sampled_from(["n", "m"]), st.sampled_from(VALUES), max_size=2),
+    groups=st.frozensets(st.sampled_from(GROUPS), max_size=2),
 )
 
 
@@ -355,6 +360,7 @@ def random_rule(rng: random.Random, n: int) -> dict[str, Any]:
         "principals": {
             "agents": rng.sample(AGENTS, rng.randint(0, 2)),
             "tenants": rng.sample(TENANTS, rng.randint(0, 1)),
+            "groups": rng.sample(GROUPS, rng.choice([0, 0, 1])),
         },
         "actions": rng.choice([["tools/call"], ["resources/read"], ["*"], ACTIONS]),
         "resources": [f"{rng.choice(servers)}/{rng.choice(PATTERNS)}" for _ in range(rng.randint(1, 3))],
@@ -383,6 +389,7 @@ def random_request(rng: random.Random) -> Request:
         else rng.choice(["crm/x", "mcp:Crm/x", "mcp:crm/"]),
         args=args,
         now=datetime(2026, 1, 12, rng.choice([7, 10, 20]), tzinfo=UTC),
+        groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
     )
 
 
