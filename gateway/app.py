@@ -26,6 +26,7 @@ from adapters.mcp.naming import ToolSelection
 from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
+from gateway.a2a_face import A2AFace
 from gateway.admin_api import admin_routes
 from gateway.approvals import Approvals
 from gateway.audit import Actor, AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Event, Outcome, Target
@@ -73,7 +74,25 @@ def create_app(
         )
         for v in settings.virtual_servers
     }
-    policies = PolicyManager(settings, list(governors.values()), config_path=config_path, audit=audit)
+    a2a_governors = {
+        a.name: Governor(
+            a.name,
+            policy=initial,
+            audit=audit,
+            public=a.public,
+            limiter=limiter,
+            approvals=approvals,
+            clock=clock,
+            protocol="a2a",
+        )
+        for a in settings.a2a_agents
+    }
+    face = A2AFace(
+        settings.a2a_agents, identity, a2a_governors, settings.public_url, settings.limits.max_body_bytes
+    )
+    policies = PolicyManager(
+        settings, [*governors.values(), *a2a_governors.values()], config_path=config_path, audit=audit
+    )
     virtuals = {
         v.name: VirtualServer(
             v.name,
@@ -97,6 +116,8 @@ def create_app(
             await stack.enter_async_context(identity.running())
             await stack.enter_async_context(pins.running(identity.store))
             await approvals.setup()
+            await face.start(identity.store.engine)
+            stack.push_async_callback(face.stop)
             if isinstance(limiter, RedisLimiter):
                 stack.push_async_callback(limiter.close)
             await stack.enter_async_context(pool.running())
@@ -110,6 +131,7 @@ def create_app(
                 "name": "interlink",
                 "version": __version__,
                 "mcp": {name: f"/mcp/{name}" for name in virtuals},
+                "a2a": {name: f"/a2a/{name}" for name in face.agents},
                 "health": "/healthz",
                 "ready": "/readyz",
             }
@@ -122,7 +144,9 @@ def create_app(
         statuses = [asdict(s) for s in pool.statuses()]
         down = [s["name"] for s in statuses if s["state"] in ("backoff", "starting", "stopped")]
         strict = request.query_params.get("strict") in ("1", "true")
-        body = {"status": "degraded" if down else "ok", "upstreams": statuses}
+        agents = face.statuses()
+        down += [a["name"] for a in agents if a["state"] != "ready"]
+        body = {"status": "degraded" if down else "ok", "upstreams": statuses, "a2a_agents": agents}
         return JSONResponse(body, status_code=503 if (down and strict) else 200)
 
     routes = [
@@ -134,7 +158,12 @@ def create_app(
             McpEndpoint(virtuals, {v.name: v for v in settings.virtual_servers}, identity, audit),
             methods=["GET", "POST", "DELETE"],
         ),
-        *identity.routes({v.name: v.required_scopes for v in settings.virtual_servers if not v.public}),
+        Route("/a2a/{agent}", face, methods=["GET", "POST"]),
+        Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST"]),
+        *identity.routes(
+            {v.name: v.required_scopes for v in settings.virtual_servers if not v.public},
+            {a.name: a.required_scopes for a in settings.a2a_agents if not a.public},
+        ),
         *admin_routes(
             _admin_token(settings),
             lambda: Registry(identity.store, settings),

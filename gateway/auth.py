@@ -64,7 +64,7 @@ class Identity:
         self.issuer_url = settings.public_url
         self.resources = {
             f"mcp/{v.name}": f"{self.issuer_url}/mcp/{v.name}" for v in settings.virtual_servers
-        }
+        } | {f"a2a/{a.name}": f"{self.issuer_url}/a2a/{a.name}" for a in settings.a2a_agents}
         """Resource name (`mcp/<virtual>`) -> canonical URI."""
         self._by_uri = {uri: name for name, uri in self.resources.items()}
         self._clock = clock
@@ -188,15 +188,17 @@ class Identity:
 
         return source
 
-    def resource_uri(self, virtual: str) -> str:
-        return self.resources[f"mcp/{virtual}"]
+    def resource_uri(self, virtual: str, kind: str = "mcp") -> str:
+        return self.resources[f"{kind}/{virtual}"]
 
-    def metadata_url(self, virtual: str) -> str:
-        return f"{self.issuer_url}{PRM_PREFIX}/mcp/{virtual}"
+    def metadata_url(self, virtual: str, kind: str = "mcp") -> str:
+        return f"{self.issuer_url}{PRM_PREFIX}/{kind}/{virtual}"
 
     # -- resource server ------------------------------------------------------------------------
 
-    def authenticate(self, scope: Scope, virtual: str, required: Sequence[str]) -> Principal:
+    def authenticate(
+        self, scope: Scope, virtual: str, required: Sequence[str], face: str = "mcp"
+    ) -> Principal:
         """RFC 6750 §2.1: exactly one `Authorization: Bearer` header; never the query string or body."""
         values = [v for k, v in scope["headers"] if k == b"authorization"]
         if any(
@@ -211,15 +213,15 @@ class Identity:
         if kind.lower() != "bearer" or not token.strip():
             raise InvalidToken("use an Authorization: Bearer token")
         verifier = self._external.get(_unverified_issuer(token.strip()) or "", self.verifier)
-        principal = verifier.verify(token.strip(), self.resource_uri(virtual))
+        principal = verifier.verify(token.strip(), self.resource_uri(virtual, face))
         missing = [s for s in required if s not in principal.scopes]
         if missing:
             raise InsufficientScope(f"this resource needs scope {' '.join(required)}", tuple(required))
         return principal
 
-    async def send_challenge(self, send: Send, virtual: str, error: IdentityError) -> None:
+    async def send_challenge(self, send: Send, virtual: str, error: IdentityError, kind: str = "mcp") -> None:
         """401/403/400 with `WWW-Authenticate: Bearer` naming the resource metadata (RFC 9728 §5.1)."""
-        params = [f'resource_metadata="{self.metadata_url(virtual)}"']
+        params = [f'resource_metadata="{self.metadata_url(virtual, kind)}"']
         if not (isinstance(error, InvalidToken) and error.description == "authentication required"):
             params.append(f'error="{error.error}"')
             params.append(f'error_description="{error.description}"')
@@ -234,8 +236,12 @@ class Identity:
 
     # -- routes ---------------------------------------------------------------------------------
 
-    def routes(self, scopes: Mapping[str, Sequence[str]]) -> list[Route]:
-        """Authorization-server endpoints plus one RFC 9728 document per protected virtual server."""
+    def routes(
+        self, scopes: Mapping[str, Sequence[str]], a2a_scopes: Mapping[str, Sequence[str]] | None = None
+    ) -> list[Route]:
+        """Authorization-server endpoints plus one RFC 9728 document per protected virtual server
+        (`/mcp/<name>`) and per protected A2A agent (`/a2a/<name>`)."""
+        by_kind = {"mcp": scopes, "a2a": a2a_scopes or {}}
 
         async def as_metadata(request: Request) -> JSONResponse:
             return JSONResponse(self._as_metadata())
@@ -254,16 +260,19 @@ class Identity:
 
         async def protected_resource(request: Request) -> JSONResponse:
             virtual = request.path_params["virtual"]
-            if virtual not in scopes:
+            kind = request.url.path.removeprefix(PRM_PREFIX + "/").split("/", 1)[0]
+            known = by_kind.get(kind, {})
+            if virtual not in known:
                 return JSONResponse({"error": "not_found"}, status_code=404)
+            what = "virtual MCP server" if kind == "mcp" else "A2A agent"
             return JSONResponse(
                 {
-                    "resource": self.resource_uri(virtual),
+                    "resource": self.resource_uri(virtual, kind),
                     "authorization_servers": [self.issuer_url],
-                    "scopes_supported": list(scopes[virtual]),
+                    "scopes_supported": list(known[virtual]),
                     "bearer_methods_supported": ["header"],
                     "resource_signing_alg_values_supported": [ALGORITHM],
-                    "resource_name": f"Interlink virtual MCP server {virtual}",
+                    "resource_name": f"Interlink {what} {virtual}",
                 }
             )
 
@@ -274,6 +283,7 @@ class Identity:
             Route(REVOKE_PATH, revoke, methods=["POST"]),
             Route(INTROSPECT_PATH, introspect, methods=["POST"]),
             Route(PRM_PREFIX + "/mcp/{virtual}", protected_resource, methods=["GET"]),
+            Route(PRM_PREFIX + "/a2a/{virtual}", protected_resource, methods=["GET"]),
         ]
 
     async def _oauth_call(self, request: Request, endpoint: str) -> Response:

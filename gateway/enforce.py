@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import structlog
 from mcp.shared.exceptions import MCPError
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+WRITE_AHEAD_ACTIONS: Final = frozenset({"tools/call", "SendMessage"})
+"""Calls with effects downstream: their decision record is durable before they are forwarded."""
 
 TOOL_DEFINITION_FIELDS: Final = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 """What a tool-definition hash covers (identity-research §7.7)."""
@@ -101,8 +104,10 @@ class Governor:
         approvals: Approvals | None = None,
         pins: ToolPins | None = None,
         clock: Callable[[], float] = time.time,
+        protocol: Literal["mcp", "a2a"] = "mcp",
     ) -> None:
         self._virtual = virtual
+        self._protocol: Literal["mcp", "a2a"] = protocol
         self._policy = policy if not public else None
         self._policy_sha256 = digest(policy.model_dump(mode="json"))[:16] if policy else None
         self._audit = audit
@@ -127,7 +132,7 @@ class Governor:
             agent=principal.client_id,
             tenant=principal.tenant,
             action=action,
-            resource=f"mcp:{self._virtual}/{name}",
+            resource=f"{self._protocol}:{self._virtual}/{name}",
             args=args,
             now=datetime.fromtimestamp(self._clock(), UTC),
             groups=principal.groups,
@@ -172,8 +177,8 @@ class Governor:
         if draft is None:
             return
         draft.decision = info
-        if action == "tools/call" and self._audit is not None:
-            event = self._event(scope, "tools/call", name, args, draft, _WRITE_AHEAD, draft.started)
+        if action in WRITE_AHEAD_ACTIONS and self._audit is not None:
+            event = self._event(scope, action, name, args, draft, _WRITE_AHEAD, draft.started)
             draft.ref = event.id
             await self._audit.append(event)
 
@@ -340,13 +345,13 @@ class Governor:
                 decision = DecisionInfo(effect="deny", reason=denied_reason)
         elif decision is None:
             decision = DecisionInfo(effect="allow", reason=self._default_reason(scope, method))
-        resource = f"mcp:{self._virtual}/{name}" if name is not None else None
+        resource = f"{self._protocol}:{self._virtual}/{name}" if name is not None else None
         return Event(
-            event=f"mcp.{method}.result" if result_of else f"mcp.{method}",
+            event=f"{self._protocol}.{method}.result" if result_of else f"{self._protocol}.{method}",
             ref=result_of,
             actor=_actor(scope),
             target=Target(
-                protocol="mcp",
+                protocol=self._protocol,
                 server=self._virtual,
                 method=method,
                 name=name,

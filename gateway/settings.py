@@ -192,6 +192,36 @@ class BuiltinUpstream(_UpstreamBase):
 UpstreamSettings = Annotated[StdioUpstream | HttpUpstream | BuiltinUpstream, Field(discriminator="transport")]
 
 
+class RemoteAgentSettings(_Model):
+    """A downstream A2A agent, proxied at `/a2a/<name>` (see gateway/a2a_face.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    card_url: str | None = None
+    """Where its agent card is fetched (hostile-URL rules: https and public addresses only, unless
+    `allow_private_network`; no redirects; 256 KiB; 5 s). Its interfaces must be on the same origin."""
+    card: dict[str, Any] | None = None
+    """Or the card inline (A2A 1.0 JSON)."""
+    allow_private_network: bool = False
+    """Allow http and private/loopback addresses for the card and the agent (development only)."""
+    headers: dict[str, str | SecretRef] = {}
+    """Headers sent to the agent on every request (API keys from `{env: NAME}` or `{file: PATH}`)."""
+    auth: UpstreamAuth | None = None
+    """How Interlink authenticates to the agent; `kind: interlink` mints a token per call whose
+    subject is the caller's and whose `act` names Interlink. Never the caller's token."""
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    """Longest a blocking call (or a silence in a stream) may take."""
+    max_concurrency: int = Field(32, ge=1, le=10_000)
+    public: bool = False
+    required_scopes: list[str] = ["a2a"]
+    card_refresh_s: float = Field(300.0, ge=5)
+
+    @model_validator(mode="after")
+    def _one_card(self) -> RemoteAgentSettings:
+        if (self.card_url is None) == (self.card is None):
+            raise ValueError("give exactly one of card_url and card")
+        return self
+
+
 class ToolFilter(_Model):
     """Glob patterns over `upstream/tool` (the name before namespacing); exclude wins over include."""
 
@@ -357,6 +387,8 @@ class GatewaySettings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     upstreams: list[UpstreamSettings] = []
     virtual_servers: list[VirtualServerSettings] = []
+    a2a_agents: list[RemoteAgentSettings] = []
+    """Downstream A2A agents, each proxied at `/a2a/<name>`."""
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""
@@ -389,13 +421,17 @@ class GatewaySettings(BaseSettings):
             unknown = [u for u in v.upstreams if u not in names]
             if unknown:
                 raise ValueError(f"virtual server {v.name!r} names unknown upstream(s): {', '.join(unknown)}")
-        resources = {f"mcp/{v.name}" for v in self.virtual_servers}
+        anames = [a.name for a in self.a2a_agents]
+        adupes = sorted({n for n in anames if anames.count(n) > 1})
+        if adupes:
+            raise ValueError(f"a2a agent names must be unique; repeated: {', '.join(adupes)}")
+        resources = {f"mcp/{v.name}" for v in self.virtual_servers} | {f"a2a/{n}" for n in anames}
         for agent in self.identity.agents:
             unknown = [a for a in agent.audiences if a not in resources]
             if unknown:
                 raise ValueError(
                     f"agent {agent.client_id!r} names unknown audience(s): {', '.join(unknown)}"
-                    f" (expected mcp/<virtual server>)"
+                    f" (expected mcp/<virtual server> or a2a/<agent>)"
                 )
         return self
 

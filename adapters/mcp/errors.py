@@ -27,6 +27,7 @@ REASON_CODES: Final[Mapping[str, tuple[int, int]]] = {
     "payload_too_large": (INVALID_REQUEST, 413),
     "method_not_found": (METHOD_NOT_FOUND, 404),
     "unknown_virtual_server": (METHOD_NOT_FOUND, 404),
+    "unknown_agent": (METHOD_NOT_FOUND, 404),
     "session_not_found": (INVALID_REQUEST, 404),
     "unknown_tool": (INVALID_PARAMS, 200),
     "unknown_prompt": (INVALID_PARAMS, 200),

@@ -1,0 +1,1 @@
+"""The A2A protocol adapter: proxying tasks to downstream agents."""

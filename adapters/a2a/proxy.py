@@ -1,0 +1,305 @@
+"""The A2A face's moving parts: a proxy executor that relays a task to a downstream agent, a request
+handler that puts each call through the gateway's governor, and our errors on the A2A wire.
+
+Ids: the gateway's task id is generated before the downstream sees the message, and a client cannot
+choose a downstream task id, so the pair (downstream task id, context id) is kept in the gateway
+task's `metadata` under `interlink.downstream`, persisted by the task store: follow-ups (an
+input-required answer), cancel, restart and other replicas all find the downstream task from it.
+Every event from downstream is re-stamped with the gateway's ids before the caller sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Final, Protocol, TypeVar
+
+import structlog
+from a2a.client import Client, ClientCallContext
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
+from a2a.server.events import EventQueue
+from a2a.server.jsonrpc_models import JSONRPCError
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.response_helpers import EXCEPTION_MAP
+from a2a.types import (
+    CancelTaskRequest,
+    Message,
+    SendMessageRequest,
+    Task,
+    TaskState,
+    TaskStatus,
+)
+from a2a.utils.errors import (
+    A2A_ERROR_MAPPING,
+    A2A_ERROR_REASONS,
+    JSON_RPC_ERROR_CODE_MAP,
+    A2AError,
+    ErrorMapping,
+)
+from google.protobuf import struct_pb2
+
+from gateway.errors import GatewayError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+DOWNSTREAM_KEY: Final = "interlink.downstream"
+SCOPE_KEY: Final = "interlink.scope"
+"""Where the request's ASGI scope (with the authenticated caller) travels in `ServerCallContext.state`."""
+SKILL_KEY: Final = "skill"
+"""Message `metadata` key naming the skill a message is for (policy resource `a2a:<agent>/<skill>`)."""
+
+
+class Governor(Protocol):
+    """The gateway's policy and audit seam (the same object the MCP face uses)."""
+
+    async def check(
+        self,
+        scope: Mapping[str, Any],
+        action: str,
+        name: str,
+        args: Mapping[str, Any],
+        definition: Any = None,
+    ) -> None: ...
+
+    async def around(
+        self,
+        scope: Mapping[str, Any],
+        method: str,
+        name: str | None,
+        args: Mapping[str, Any] | None,
+        run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
+    ) -> T: ...
+
+
+# -- our errors on the A2A wire --------------------------------------------------------------------
+
+_CODES: Final[dict[str, tuple[int, int]]] = {
+    "policy_denied": (-32013, 403),
+    "audit_unavailable": (-32014, 503),
+    "rate_limited": (-32015, 429),
+    "approval_required": (-32017, 403),
+    "approval_denied": (-32018, 403),
+    "rate_limit_unavailable": (-32019, 503),
+    "downstream_unavailable": (-32010, 502),
+    "downstream_timeout": (-32011, 504),
+    "downstream_error": (-32012, 502),
+    "internal_error": (-32603, 500),
+}
+"""reason -> (JSON-RPC code, HTTP status of the HTTP+JSON binding): the MCP face's codes."""
+
+_CLASSES: dict[str, type[A2AError]] = {}
+
+
+def _error_class(reason: str) -> type[A2AError]:
+    """An A2AError subclass per reason, registered with the SDK's error tables so both bindings
+    carry our code and `reason` (JSON-RPC: `error.data[0].metadata.reason`)."""
+    cls = _CLASSES.get(reason)
+    if cls is None:
+        code, status = _CODES.get(reason, _CODES["internal_error"])
+        name = "".join(part.title() for part in reason.split("_")) + "Error"
+        cls = type(name, (A2AError,), {"message": reason.replace("_", " ")})
+        JSON_RPC_ERROR_CODE_MAP[cls] = code
+        A2A_ERROR_REASONS[cls] = reason.upper()
+        A2A_ERROR_MAPPING[cls] = ErrorMapping(
+            status, "PERMISSION_DENIED" if status == 403 else "UNAVAILABLE", reason.upper()
+        )
+        EXCEPTION_MAP[cls] = JSONRPCError
+        _CLASSES[reason] = cls
+    return cls
+
+
+def to_a2a_error(error: GatewayError) -> A2AError:
+    """The A2A error a caller receives for one of ours (message and data safe to show)."""
+    reason = error.reason.replace("upstream_", "downstream_")
+    return _error_class(reason)(error.message, data={"reason": reason, **error.detail})
+
+
+# -- relaying a task -------------------------------------------------------------------------------
+
+
+class Downstream(Protocol):
+    """How the executor reaches the downstream agent: a client, and per call the credential."""
+
+    name: str
+    timeout_s: float
+
+    def client(self) -> Client: ...
+
+    async def call_context(self, context: RequestContext) -> ClientCallContext: ...
+
+
+class ProxyExecutor(AgentExecutor):
+    """Relays each task to the downstream agent and re-stamps its events with the gateway's ids."""
+
+    def __init__(self, downstream: Downstream) -> None:
+        self._down = downstream
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        task_id, context_id = context.task_id or "", context.context_id or ""
+        mapped = _mapping(context.current_task)
+        message = Message()
+        message.CopyFrom(context.message)
+        message.task_id = mapped.get("task_id", "")
+        message.context_id = mapped.get("context_id", "")
+        request = SendMessageRequest(message=message)
+        if context.configuration is not None:
+            request.configuration.accepted_output_modes.extend(context.configuration.accepted_output_modes)
+        call = await self._down.call_context(context)
+        try:
+            async with asyncio.timeout(self._down.timeout_s):
+                async for event in self._down.client().send_message(request, context=call):
+                    if await self._relay(event, context, event_queue, task_id, context_id):
+                        return
+        except TimeoutError:
+            await _fail(
+                event_queue,
+                context,
+                f"agent {self._down.name!r} did not answer within {self._down.timeout_s:g}s",
+            )
+        except A2AError as exc:
+            await _fail(event_queue, context, f"agent {self._down.name!r} refused: {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - any failure downstream becomes a failed task
+            log.warning("a2a_downstream_failed", agent=self._down.name, error=type(exc).__name__)
+            await _fail(
+                event_queue, context, f"agent {self._down.name!r} is unavailable ({type(exc).__name__})"
+            )
+
+    async def _relay(
+        self, event: Any, context: RequestContext, queue: EventQueue, task_id: str, context_id: str
+    ) -> bool:
+        """Re-emit one downstream event; True when the exchange is over (a message-only reply)."""
+        kind = event.WhichOneof("payload")
+        if kind == "message":
+            out = Message()
+            out.CopyFrom(event.message)
+            out.context_id, out.task_id = context_id, ""
+            await queue.enqueue_event(out)
+            return True
+        if kind == "task":
+            if context.current_task is None:  # a new task: the first event must be our Task
+                meta = struct_pb2.Struct()
+                meta.update({DOWNSTREAM_KEY: {"task_id": event.task.id, "context_id": event.task.context_id}})
+                task = Task(id=task_id, context_id=context_id, metadata=meta)
+                if context.message is not None:
+                    task.history.append(context.message)
+                task.status.CopyFrom(event.task.status)
+                _stamp_status(task.status, task_id, context_id)
+                for artifact in event.task.artifacts:
+                    task.artifacts.add().CopyFrom(artifact)
+                await queue.enqueue_event(task)
+            return False
+        inner = getattr(event, kind)  # status_update | artifact_update
+        inner.task_id, inner.context_id = task_id, context_id
+        if kind == "status_update":
+            _stamp_status(inner.status, task_id, context_id)
+        await queue.enqueue_event(inner)
+        return False
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        mapped = _mapping(context.current_task)
+        if not mapped.get("task_id"):
+            return
+        call = await self._down.call_context(context)
+        try:
+            async with asyncio.timeout(self._down.timeout_s):
+                await self._down.client().cancel_task(CancelTaskRequest(id=mapped["task_id"]), context=call)
+        except Exception as exc:  # noqa: BLE001 - the caller's task is canceled regardless
+            log.warning("a2a_downstream_cancel_failed", agent=self._down.name, error=type(exc).__name__)
+
+
+def _mapping(task: Task | None) -> dict[str, str]:
+    if task is None or DOWNSTREAM_KEY not in task.metadata:
+        return {}
+    value = task.metadata[DOWNSTREAM_KEY]
+    return {k: str(v) for k, v in dict(value).items()}
+
+
+def _stamp_status(status: TaskStatus, task_id: str, context_id: str) -> None:
+    if status.HasField("message"):
+        status.message.task_id, status.message.context_id = task_id, context_id
+
+
+async def _fail(queue: EventQueue, context: RequestContext, text: str) -> None:
+    """End the caller's task FAILED with a safe explanation (no downstream URL or token)."""
+    from a2a.helpers import new_task, new_text_message
+    from a2a.server.tasks import TaskUpdater
+
+    task_id, context_id = context.task_id or "", context.context_id or ""
+    if context.current_task is None:
+        history = [context.message] if context.message is not None else []
+        await queue.enqueue_event(
+            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
+        )
+    updater = TaskUpdater(queue, task_id, context_id)
+    await updater.failed(new_text_message(text, context_id=context_id, task_id=task_id))
+
+
+# -- governed request handling ---------------------------------------------------------------------
+
+
+class GovernedHandler(DefaultRequestHandler):
+    """The SDK's request handler with every call put through the governor first: policy for
+    `SendMessage` (resource `a2a:<agent>/<skill>`), and one audit record per call."""
+
+    def __init__(
+        self, *args: Any, governor: Governor, skill_of: Callable[[Message], str], **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._governor = governor
+        self._skill_of = skill_of
+
+    async def _governed(
+        self, context: ServerCallContext, method: str, name: str | None, run: Callable[[], Awaitable[T]]
+    ) -> T:
+        scope = context.state.get(SCOPE_KEY) or {}
+        try:
+            return await self._governor.around(scope, method, name, None, run)
+        except GatewayError as exc:
+            raise to_a2a_error(exc) from None
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Any:
+        skill = self._skill_of(params.message)
+        scope = context.state.get(SCOPE_KEY) or {}
+
+        async def run() -> Any:
+            await self._governor.check(scope, "SendMessage", skill, {})
+            return await super(GovernedHandler, self).on_message_send(params, context)
+
+        return await self._governed(context, "SendMessage", skill, run)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any, None]:
+        skill = self._skill_of(params.message)
+        scope = context.state.get(SCOPE_KEY) or {}
+
+        async def decide() -> None:
+            await self._governor.check(scope, "SendMessage", skill, {})
+
+        # The decision is recorded (write-ahead) before the stream starts; its result record marks
+        # the stream as opened. The task's end state is in the task store (GetTask).
+        await self._governed(context, "SendStreamingMessage", skill, decide)
+        async for event in super().on_message_send_stream(params, context):
+            yield event
+
+    async def on_get_task(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context, "GetTask", params.id, lambda: super(GovernedHandler, self).on_get_task(params, context)
+        )
+
+    async def on_cancel_task(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            "CancelTask",
+            params.id,
+            lambda: super(GovernedHandler, self).on_cancel_task(params, context),
+        )
+
+    async def on_list_tasks(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context, "ListTasks", None, lambda: super(GovernedHandler, self).on_list_tasks(params, context)
+        )

@@ -1,0 +1,259 @@
+"""The A2A face end to end: a Python a2a-sdk agent behind Interlink at `/a2a/helpdesk`, driven by the
+official Python A2A client with a token Interlink issued: the rewritten card, blocking, streaming,
+multi-turn, cancel, per-caller task isolation, policy on skills, audit records, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    TaskState,
+)
+from a2a.utils.errors import A2AError
+from google.protobuf import struct_pb2
+
+from gateway.audit import AuditStore
+from tests.a2a_py_agent import serve_agent
+from tests.support import bound_socket, gateway
+
+SECRET = "a2a-face-secret"
+POLICY = {
+    "rules": [
+        {
+            "id": "helpdesk",
+            "effect": "permit",
+            "principals": {"agents": ["caller", "other"]},
+            "actions": ["SendMessage"],
+            "resources": ["a2a:helpdesk/*"],
+        },
+        {
+            "id": "no-failing",
+            "effect": "forbid",
+            "actions": ["SendMessage"],
+            "resources": ["a2a:helpdesk/fail"],
+        },
+    ]
+}
+
+
+def agent(client_id: str, audiences: list[str]) -> dict[str, Any]:
+    return {
+        "client_id": client_id,
+        "name": client_id,
+        "owner": "team",
+        "secret": {"value": SECRET},
+        "audiences": audiences,
+        "scopes": ["a2a", "mcp"],
+    }
+
+
+@dataclass
+class Face:
+    base: str
+    downstream: str
+    audit_url: str
+
+    async def token(
+        self, client_id: str = "caller", resource: str = "a2a/helpdesk", scope: str = "a2a"
+    ) -> str:
+        basic = base64.b64encode(f"{client_id}:{SECRET}".encode()).decode()
+        form = {"grant_type": "client_credentials", "resource": f"{self.base}/{resource}", "scope": scope}
+        async with httpx.AsyncClient() as http:
+            answer = await http.post(
+                f"{self.base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
+            )
+        return str(answer.json()["access_token"])
+
+    async def client(
+        self, client_id: str = "caller", *, streaming: bool = True
+    ) -> tuple[Any, httpx.AsyncClient]:
+        http = httpx.AsyncClient(
+            headers={"authorization": f"Bearer {await self.token(client_id)}"}, timeout=30
+        )
+        card = await A2ACardResolver(http, f"{self.base}/a2a/helpdesk").get_agent_card()
+        return ClientFactory(ClientConfig(streaming=streaming, httpx_client=http)).create(card), http
+
+
+@pytest.fixture
+async def face(tmp_path: Path) -> AsyncIterator[Face]:
+    async with serve_agent() as downstream:
+        audit_url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+        async with gateway(
+            upstreams=[{"name": "demo", "transport": "builtin"}],
+            virtual_servers=[{"name": "desk", "upstreams": ["demo"], "public": False}],
+            a2a_agents=[
+                {
+                    "name": "helpdesk",
+                    "card_url": f"{downstream}/.well-known/agent-card.json",
+                    "allow_private_network": True,
+                    "timeout_s": 20,
+                }
+            ],
+            identity={
+                "agents": [agent("caller", ["a2a/helpdesk", "mcp/desk"]), agent("other", ["a2a/helpdesk"])]
+            },
+            policy=POLICY,
+            audit={"database_url": audit_url, "checkpoint_key_file": str(tmp_path / "key.pem")},
+        ) as base:
+            yield Face(base, downstream, audit_url)
+
+
+def message(text: str, *, task_id: str = "", context_id: str = "", skill: str | None = None) -> Message:
+    msg = Message(
+        message_id=str(uuid.uuid4()),
+        role=Role.ROLE_USER,
+        parts=[Part(text=text)],
+        task_id=task_id,
+        context_id=context_id,
+    )
+    if skill is not None:
+        meta = struct_pb2.Struct()
+        meta.update({"skill": skill})
+        msg.metadata.CopyFrom(meta)
+    return msg
+
+
+async def test_card_points_at_interlink_and_hides_the_agent(face: Face) -> None:
+    async with httpx.AsyncClient() as http:
+        card = (await http.get(f"{face.base}/a2a/helpdesk/.well-known/agent-card.json")).json()
+    assert card["supportedInterfaces"] == [
+        {"url": f"{face.base}/a2a/helpdesk", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+    ]
+    assert face.downstream not in json.dumps(card)
+    assert {s["id"] for s in card["skills"]} >= {"echo", "stream", "ask"}
+    flow = card["securitySchemes"]["interlink"]["oauth2SecurityScheme"]["flows"]["clientCredentials"]
+    assert flow["tokenUrl"] == f"{face.base}/oauth2/token"
+
+
+async def test_blocking_streaming_and_multi_turn(face: Face) -> None:
+    blocking, http = await face.client(streaming=False)
+    async with aclosing(http):
+        events = [e async for e in blocking.send_message(SendMessageRequest(message=message("echo hello")))]
+        task = events[-1].task
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task.artifacts[0].parts[0].text == "hello"
+
+    streaming, http = await face.client()
+    async with aclosing(http):
+        events = [e async for e in streaming.send_message(SendMessageRequest(message=message("stream 3")))]
+        kinds = [e.WhichOneof("payload") for e in events]
+        assert kinds[0] == "task" and kinds.count("artifact_update") == 3
+        task_id = events[0].task.id
+        assert all(getattr(e, k).task_id == task_id for e, k in zip(events[1:], kinds[1:], strict=True))
+        assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+
+        asked = [e async for e in streaming.send_message(SendMessageRequest(message=message("ask")))]
+        first = asked[0].task
+        assert asked[-1].status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        answer = message("Ada", task_id=first.id, context_id=first.context_id)
+        [e async for e in streaming.send_message(SendMessageRequest(message=answer))]
+        done = await streaming.get_task(GetTaskRequest(id=first.id))
+        assert done.status.state == TaskState.TASK_STATE_COMPLETED
+        assert done.artifacts[-1].parts[0].text == "thanks, Ada"
+
+
+async def test_cancel_reaches_the_agent(face: Face) -> None:
+    client, http = await face.client(streaming=False)
+    async with aclosing(http):
+        request = SendMessageRequest(
+            message=message("slow"), configuration=SendMessageConfiguration(return_immediately=True)
+        )
+        task = [e async for e in client.send_message(request)][-1].task
+        for _ in range(100):
+            seen = await client.get_task(GetTaskRequest(id=task.id))
+            if "interlink.downstream" in seen.metadata:
+                break
+            await asyncio.sleep(0.05)
+        canceled = await client.cancel_task(CancelTaskRequest(id=task.id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        downstream_id = seen.metadata["interlink.downstream"]["task_id"]
+    direct = httpx.AsyncClient(timeout=10)
+    async with aclosing(direct):
+        card = await A2ACardResolver(direct, face.downstream).get_agent_card()
+        agent_client = ClientFactory(ClientConfig(streaming=False, httpx_client=direct)).create(card)
+        there = await agent_client.get_task(GetTaskRequest(id=downstream_id))
+    assert there.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_tasks_are_private_to_their_caller(face: Face) -> None:
+    mine, http = await face.client("caller", streaming=False)
+    theirs, http2 = await face.client("other", streaming=False)
+    async with aclosing(http), aclosing(http2):
+        task = [e async for e in mine.send_message(SendMessageRequest(message=message("echo x")))][-1].task
+        with pytest.raises(A2AError) as err:
+            await theirs.get_task(GetTaskRequest(id=task.id))
+        assert type(err.value).__name__ == "TaskNotFoundError"
+
+
+async def test_policy_on_skills_and_audit(face: Face) -> None:
+    client, http = await face.client(streaming=False)
+    async with aclosing(http):
+        with pytest.raises(A2AError) as err:
+            [e async for e in client.send_message(SendMessageRequest(message=message("fail", skill="fail")))]
+        assert "denied" in str(err.value)
+        [e async for e in client.send_message(SendMessageRequest(message=message("echo ok", skill="echo")))]
+    async with AuditStore.open(face.audit_url) as store:
+        records = [r.record() async for r in store.records("main")]
+    sends = [
+        (r["event"], r["target"]["name"], r["decision"]["effect"], r["decision"].get("rule"))
+        for r in records
+        if r["event"].startswith("a2a.SendMessage")
+    ]
+    assert sends == [
+        ("a2a.SendMessage", "fail", "deny", "no-failing"),
+        ("a2a.SendMessage", "echo", "allow", "helpdesk"),
+        ("a2a.SendMessage.result", "echo", "allow", "helpdesk"),
+    ]
+    assert all(r["target"]["protocol"] == "a2a" for r in records if r["event"].startswith("a2a."))
+    assert records[-1]["actor"]["agent"] == "caller"
+
+
+async def test_refusals(face: Face) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}
+    headers = {"a2a-version": "1.0"}
+    async with httpx.AsyncClient() as http:
+        none = await http.post(f"{face.base}/a2a/helpdesk", json=body, headers=headers)
+        assert none.status_code == 401
+        assert "/.well-known/oauth-protected-resource/a2a/helpdesk" in none.headers["www-authenticate"]
+        mcp_token = await face.token(resource="mcp/desk", scope="mcp")
+        wrong = await http.post(
+            f"{face.base}/a2a/helpdesk", json=body, headers=headers | {"authorization": f"Bearer {mcp_token}"}
+        )
+        assert wrong.status_code == 401
+        unknown = await http.post(f"{face.base}/a2a/nobody", json=body, headers=headers)
+        assert unknown.status_code == 404 and unknown.json()["error"]["data"]["reason"] == "unknown_agent"
+        prm = (await http.get(f"{face.base}/.well-known/oauth-protected-resource/a2a/helpdesk")).json()
+        assert prm["resource"] == f"{face.base}/a2a/helpdesk" and prm["scopes_supported"] == ["a2a"]
+
+
+async def test_card_at_a_private_address_is_refused_without_allowance(tmp_path: Path) -> None:
+    with bound_socket() as sock:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/.well-known/agent-card.json"
+        async with gateway(
+            a2a_agents=[{"name": "sneaky", "card_url": url}],
+            audit={"database_url": "sqlite+aiosqlite:///:memory:"},
+        ) as base:
+            async with httpx.AsyncClient() as http:
+                ready = (await http.get(f"{base}/readyz")).json()
+    (sneaky,) = ready["a2a_agents"]
+    assert sneaky["state"] == "card_error" and sneaky["last_error"] == "only https URLs are fetched"
+    assert ready["status"] == "degraded"
+    assert url not in json.dumps(ready)
