@@ -35,12 +35,14 @@ from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.server.agent_execution import RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.models import create_task_model
+from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_jsonrpc_routes
 from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.server.tasks import DatabaseTaskStore
 from a2a.types import (
     AgentCard,
     AgentInterface,
+    CancelTaskRequest,
     ClientCredentialsOAuthFlow,
     Message,
     OAuth2SecurityScheme,
@@ -48,6 +50,7 @@ from a2a.types import (
     SecurityRequirement,
     SecurityScheme,
     StringList,
+    TaskState,
 )
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,7 +61,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.a2a.proxy import SCOPE_KEY, SKILL_KEY, GovernedHandler, ProxyExecutor
+from adapters.a2a.proxy import SCOPE_KEY, SKILL_KEY, GovernedHandler, ProxyExecutor, _mapping
 from adapters.mcp.guard import McpRequestGuard, send_error
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.enforce import Governor
@@ -69,6 +72,15 @@ from identity.errors import IdentityError
 from identity.tokens import Principal
 
 log = structlog.get_logger(__name__)
+
+TERMINAL_TASK_STATES: Final = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
 
 CARD_PATH: Final = "/.well-known/agent-card.json"
 
@@ -158,10 +170,13 @@ class RemoteAgent:
         return self._client
 
     async def call_context(self, context: RequestContext) -> ClientCallContext:
+        return await self.call_context_for(context.call_context)
+
+    async def call_context_for(self, call: ServerCallContext | None) -> ClientCallContext:
         headers: dict[str, str] = {}
         auth = self.settings.auth
         if isinstance(auth, InterlinkTokenAuth):
-            principal = _principal(context.call_context)
+            principal = _principal(call)
             headers["Authorization"] = f"Bearer {self._delegated(principal, auth)}"
         elif isinstance(auth, OAuthClientCredentialsAuth):
             headers["Authorization"] = f"Bearer {await self._client_credentials(auth)}"
@@ -259,6 +274,36 @@ def task_store(engine: AsyncEngine, agent: str) -> DatabaseTaskStore:
     return store
 
 
+class FaceHandler(GovernedHandler):
+    """Cancels downstream from whichever replica receives CancelTask: the SDK reaches the proxy
+    executor's `cancel` only on the replica running the task; on another one it just records
+    CANCELED in the shared store, which would leave the downstream task running."""
+
+    def __init__(self, *args: Any, agent: RemoteAgent, store: DatabaseTaskStore, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._agent = agent
+        self._store = store
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
+        async def run() -> Any:
+            found = await self._store.get(params.id, context)  # owner-scoped: others' tasks are not found
+            if found is not None and found.status.state not in TERMINAL_TASK_STATES:
+                downstream = _mapping(found).get("task_id")
+                if downstream:
+                    await self._cancel_downstream(downstream, context)
+            return await DefaultRequestHandler.on_cancel_task(self, params, context)
+
+        return await self._governed(context, "CancelTask", params.id, run)
+
+    async def _cancel_downstream(self, task_id: str, context: ServerCallContext) -> None:
+        try:
+            call = await self._agent.call_context_for(context)
+            async with asyncio.timeout(self._agent.timeout_s):
+                await self._agent.client().cancel_task(CancelTaskRequest(id=task_id), context=call)
+        except Exception as exc:  # noqa: BLE001 - the caller's task is canceled regardless
+            log.info("a2a_downstream_cancel_failed", agent=self._agent.name, error=type(exc).__name__)
+
+
 class _ContextBuilder(DefaultServerCallContextBuilder):
     """The SDK's context, plus the ASGI scope (the authenticated caller travels in it)."""
 
@@ -292,12 +337,14 @@ class A2AFace:
             await agent.load_card()
             store = task_store(engine, name)
             await store.initialize()
-            handler = GovernedHandler(
+            handler = FaceHandler(
                 ProxyExecutor(agent),
                 store,
                 self.card_for_callers(name),
                 governor=self._governors[name],
                 skill_of=agent.skill_of,
+                agent=agent,
+                store=store,
             )
             routes = create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=_ContextBuilder())
             self._routers[name] = McpRequestGuard(Router(routes=routes), self._max_body_bytes)

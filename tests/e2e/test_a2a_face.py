@@ -18,6 +18,8 @@ import httpx
 import pytest
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import (
+    AgentCard,
+    AgentInterface,
     CancelTaskRequest,
     GetTaskRequest,
     Message,
@@ -257,3 +259,78 @@ async def test_card_at_a_private_address_is_refused_without_allowance(tmp_path: 
     assert sneaky["state"] == "card_error" and sneaky["last_error"] == "only https URLs are fetched"
     assert ready["status"] == "degraded"
     assert url not in json.dumps(ready)
+
+
+async def test_two_replicas_share_tasks_through_postgres() -> None:
+    """A task started on replica A is read and cancelled on replica B (shared PostgreSQL): B forwards
+    the cancel to the agent itself, since the proxy executor runs on A."""
+    from tests.gateway.test_store import postgres_url
+
+    database = postgres_url()
+    async with serve_agent() as downstream:
+        public = "http://interlink.test"  # one issuer and audience for both replicas
+        common: dict[str, Any] = {
+            "a2a_agents": [
+                {
+                    "name": "helpdesk",
+                    "card_url": f"{downstream}/.well-known/agent-card.json",
+                    "allow_private_network": True,
+                }
+            ],
+            "identity": {
+                "agents": [agent("caller", ["a2a/helpdesk"])],
+                "database_url": database,
+                "public_url": public,
+            },
+        }
+        async with (
+            gateway(**common, audit={"database_url": "sqlite+aiosqlite:///:memory:", "log_id": "a"}) as a,
+            gateway(**common, audit={"database_url": "sqlite+aiosqlite:///:memory:", "log_id": "b"}) as b,
+        ):
+            basic = base64.b64encode(f"caller:{SECRET}".encode()).decode()
+            form = {"grant_type": "client_credentials", "resource": f"{public}/a2a/helpdesk", "scope": "a2a"}
+            async with httpx.AsyncClient() as http:
+                token = (
+                    await http.post(
+                        f"{a}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
+                    )
+                ).json()["access_token"]
+
+            def replica(base: str) -> tuple[Any, httpx.AsyncClient]:
+                http = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
+                card = AgentCard(
+                    name="helpdesk",
+                    supported_interfaces=[
+                        AgentInterface(
+                            url=f"{base}/a2a/helpdesk", protocol_binding="JSONRPC", protocol_version="1.0"
+                        )
+                    ],
+                )
+                return ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card), http
+
+            on_a, http_a = replica(a)
+            on_b, http_b = replica(b)
+            async with aclosing(http_a), aclosing(http_b):
+                request = SendMessageRequest(
+                    message=message("slow"), configuration=SendMessageConfiguration(return_immediately=True)
+                )
+                task = [e async for e in on_a.send_message(request)][-1].task
+                async with asyncio.timeout(10):
+                    while (
+                        "interlink.downstream"
+                        not in (seen := await on_b.get_task(GetTaskRequest(id=task.id))).metadata
+                    ):
+                        await asyncio.sleep(0.05)
+                canceled = await on_b.cancel_task(CancelTaskRequest(id=task.id))
+                assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+                assert (
+                    await on_a.get_task(GetTaskRequest(id=task.id))
+                ).status.state == TaskState.TASK_STATE_CANCELED
+            direct = httpx.AsyncClient(timeout=10)
+            async with aclosing(direct):
+                card = await A2ACardResolver(direct, downstream).get_agent_card()
+                agent_client = ClientFactory(ClientConfig(streaming=False, httpx_client=direct)).create(card)
+                there = await agent_client.get_task(
+                    GetTaskRequest(id=seen.metadata["interlink.downstream"]["task_id"])
+                )
+            assert there.status.state == TaskState.TASK_STATE_CANCELED
