@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from fnmatch import fnmatchcase
+from functools import partial
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
 from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
-from a2a.server.agent_execution import RequestContext
+from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
+from a2a.server.events import EventQueue
 from a2a.server.models import create_task_model
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_jsonrpc_routes
@@ -49,7 +52,9 @@ from a2a.types import (
     OAuthFlows,
     SecurityRequirement,
     SecurityScheme,
+    SendMessageRequest,
     StringList,
+    Task,
     TaskState,
 )
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
@@ -61,17 +66,35 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.a2a.proxy import SCOPE_KEY, SKILL_KEY, GovernedHandler, ProxyExecutor, _mapping
+from adapters.a2a.proxy import (
+    SCOPE_KEY,
+    SKILL_KEY,
+    DownstreamFailed,
+    GovernedHandler,
+    ProxyExecutor,
+    _mapping,
+    fail_task,
+    to_a2a_error,
+)
 from adapters.mcp.guard import McpRequestGuard, send_error
+from gateway import __version__
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.enforce import Governor
+from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.fetch import FetchError, fetch_json
-from gateway.settings import InterlinkTokenAuth, OAuthClientCredentialsAuth, RemoteAgentSettings
+from gateway.settings import (
+    A2ARouteSettings,
+    InterlinkTokenAuth,
+    OAuthClientCredentialsAuth,
+    RemoteAgentSettings,
+)
 from gateway.upstreams import resolve_values
 from identity.errors import IdentityError
 from identity.tokens import Principal
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 TERMINAL_TASK_STATES: Final = frozenset(
     {
@@ -139,6 +162,26 @@ class RemoteAgent:
         }
         self._oauth_token: tuple[str, float] | None = None
         self.slots = asyncio.Semaphore(settings.max_concurrency)
+        self._failures = 0
+        self._open_until = 0.0
+
+    def available(self) -> bool:
+        """A usable card, and the circuit not open (after the cooldown one trial call goes through)."""
+        return self._client is not None and time.monotonic() >= self._open_until
+
+    def record(self, ok: bool) -> None:
+        """Circuit breaker: `circuit_failures` failures in a row open it for `circuit_cooldown_s`."""
+        if ok:
+            self._failures, self._open_until = 0, 0.0
+            if self.status.state == "circuit_open":
+                self.status.state, self.status.last_error = "ready", None
+            return
+        self._failures += 1
+        if self._failures >= self.settings.circuit_failures:
+            self._open_until = time.monotonic() + self.settings.circuit_cooldown_s
+            self.status.state = "circuit_open"
+            self.status.last_error = f"{self._failures} failures in a row; retrying after a cooldown"
+            log.warning("a2a_circuit_open", agent=self.name, failures=self._failures)
 
     async def load_card(self) -> None:
         try:
@@ -167,6 +210,8 @@ class RemoteAgent:
     def client(self) -> Client:
         if self._client is None:
             raise ConnectionError(f"agent {self.name!r} has no usable card")
+        if time.monotonic() < self._open_until:
+            raise ConnectionError(f"agent {self.name!r} is failing (circuit open)")
         return self._client
 
     async def call_context(self, context: RequestContext) -> ClientCallContext:
@@ -290,18 +335,26 @@ class FaceHandler(GovernedHandler):
             if found is not None and found.status.state not in TERMINAL_TASK_STATES:
                 downstream = _mapping(found).get("task_id")
                 if downstream:
-                    await self._cancel_downstream(downstream, context)
+                    await cancel_downstream(self._agent, downstream, context)
             return await DefaultRequestHandler.on_cancel_task(self, params, context)
 
         return await self._governed(context, "CancelTask", params.id, run)
 
-    async def _cancel_downstream(self, task_id: str, context: ServerCallContext) -> None:
-        try:
-            call = await self._agent.call_context_for(context)
-            async with asyncio.timeout(self._agent.timeout_s):
-                await self._agent.client().cancel_task(CancelTaskRequest(id=task_id), context=call)
-        except Exception as exc:  # noqa: BLE001 - the caller's task is canceled regardless
-            log.info("a2a_downstream_cancel_failed", agent=self._agent.name, error=type(exc).__name__)
+
+def _secure(card: AgentCard, public_url: str, scopes: Sequence[str]) -> None:
+    """Advertise Interlink's OAuth 2.0 client-credentials scheme on `card`."""
+    flow = ClientCredentialsOAuthFlow(token_url=f"{public_url}{TOKEN_PATH}", scopes={s: s for s in scopes})
+    card.security_schemes["interlink"].CopyFrom(
+        SecurityScheme(
+            oauth2_security_scheme=OAuth2SecurityScheme(
+                flows=OAuthFlows(client_credentials=flow),
+                oauth2_metadata_url=f"{public_url}/.well-known/oauth-authorization-server",
+            )
+        )
+    )
+    requirement = SecurityRequirement()
+    requirement.schemes["interlink"].CopyFrom(StringList(list=list(scopes)))
+    card.security_requirements.append(requirement)
 
 
 class _ContextBuilder(DefaultServerCallContextBuilder):
@@ -323,12 +376,17 @@ class A2AFace:
         governors: Mapping[str, Governor],
         public_url: str,
         max_body_bytes: int,
+        routes: Sequence[A2ARouteSettings] = (),
     ) -> None:
         self._identity = identity
         self._max_body_bytes = max_body_bytes
         self._public_url = public_url
         self.agents = {a.name: RemoteAgent(a, identity) for a in agents}
+        self.governors = governors
+        """Per agent, plus `router` for the aggregate endpoint's own calls."""
         self._governors = governors
+        self._routes = list(routes)
+        self._router: ASGIApp | None = None
         self._routers: dict[str, ASGIApp] = {}
         self._refresher: asyncio.Task[None] | None = None
 
@@ -348,6 +406,21 @@ class A2AFace:
             )
             routes = create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=_ContextBuilder())
             self._routers[name] = McpRequestGuard(Router(routes=routes), self._max_body_bytes)
+        if self.agents:
+            store = task_store(engine, ROUTER)
+            await store.initialize()
+            card = self.router_card()
+            router = RouterHandler(
+                RoutingExecutor(self),
+                store,
+                card,
+                face=self,
+                store=store,
+                extended_agent_card=card,
+                extended_card_modifier=self._card_for_caller,
+            )
+            routes = create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=_ContextBuilder())
+            self._router = McpRequestGuard(Router(routes=routes), self._max_body_bytes)
         self._refresher = asyncio.create_task(self._refresh_cards())
 
     async def stop(self) -> None:
@@ -366,6 +439,96 @@ class A2AFace:
                 fetched = agent.status.card_fetched_at or 0
                 if agent.settings.card_url and now - fetched >= agent.settings.card_refresh_s:
                     await agent.load_card()
+
+    def route(self, skill: str, principal: Principal | None) -> list[str]:
+        """The agents a new message naming `skill` goes to, available ones only, in order: the
+        agent named in `agent/skill`; else the first matching routing rule's agents; else every
+        agent whose card offers the skill, in configuration order."""
+        if "/" in skill:
+            candidates = [skill.split("/", 1)[0]]
+        else:
+            tenant = principal.tenant if principal else None
+            rule = next(
+                (
+                    r
+                    for r in self._routes
+                    if any(fnmatchcase(skill, pattern) for pattern in r.skills)
+                    and (not r.tenants or tenant in r.tenants)
+                ),
+                None,
+            )
+            if rule is not None:
+                candidates = list(rule.agents)
+            else:
+                candidates = [
+                    name
+                    for name, agent in self.agents.items()
+                    if agent.card is not None and any(s.id == skill for s in agent.card.skills)
+                ]
+        return [name for name in candidates if name in self.agents and self.agents[name].available()]
+
+    def router_card(self) -> AgentCard:
+        """Interlink's own card: every agent's skills as `<agent>/<skill>`, one endpoint (`/a2a`)."""
+        card = AgentCard(
+            name="Interlink",
+            description="Routes A2A tasks to the agents behind this gateway, by skill, under one identity, "
+            "policy and audit trail. Name a skill in the message's metadata.skill (e.g. helpdesk/echo).",
+            version=__version__,
+            supported_interfaces=[
+                AgentInterface(
+                    url=f"{self._public_url}/a2a", protocol_binding="JSONRPC", protocol_version="1.0"
+                )
+            ],
+            default_input_modes=["text/plain"],
+            default_output_modes=["text/plain"],
+        )
+        card.capabilities.streaming = True
+        card.capabilities.extended_agent_card = True
+        for name, agent in self.agents.items():
+            for skill in agent.card.skills if agent.card is not None else ():
+                routed = card.skills.add()
+                routed.CopyFrom(skill)
+                routed.id = f"{name}/{skill.id}"
+                routed.tags.append(name)
+                del routed.security_requirements[:]
+        _secure(card, self._public_url, ["a2a"])
+        return card
+
+    async def _card_for_caller(self, card: AgentCard, context: ServerCallContext) -> AgentCard:
+        """The extended card: only the skills this caller's policy lets it use."""
+        scope = context.state.get(SCOPE_KEY) or {}
+        mine = AgentCard()
+        mine.CopyFrom(self.router_card())
+        keep = []
+        for skill in mine.skills:
+            name, _, skill_id = skill.id.partition("/")
+            governor = self.governors.get(name)
+            if governor is not None and governor.shows(scope, "SendMessage", skill_id):
+                keep.append(skill)
+        del mine.skills[:]
+        mine.skills.extend(keep)
+        return mine
+
+    async def serve_router(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/a2a`: the aggregate endpoint (JSON-RPC), protected as resource `a2a`."""
+        if self._router is None:
+            await send_error(send, "unknown_agent", "no A2A agents are configured")
+            return
+        try:
+            principal = self._identity.authenticate(scope, "", ["a2a"], face="a2a")
+        except IdentityError as exc:
+            await self._identity.send_challenge(send, "", exc, kind="a2a")
+            return
+        scope[PRINCIPAL] = principal
+        scope["user"] = SimpleUser(principal.client_id)
+        scope["auth"] = AuthCredentials(sorted(principal.scopes))
+        await self._router(scope, receive, send)
+
+    async def serve_card(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/.well-known/agent-card.json`: Interlink's own card."""
+        await JSONResponse(MessageToDict(self.router_card()), headers={"cache-control": "max-age=60"})(
+            scope, receive, send
+        )
 
     def statuses(self) -> list[dict[str, Any]]:
         return [vars(a.status) | {} for a in self.agents.values()]
@@ -392,19 +555,7 @@ class A2AFace:
         card.capabilities.push_notifications = False
         card.capabilities.extended_agent_card = False
         if not agent.settings.public:
-            scopes = {s: s for s in agent.settings.required_scopes}
-            flow = ClientCredentialsOAuthFlow(token_url=f"{self._public_url}{TOKEN_PATH}", scopes=scopes)
-            card.security_schemes["interlink"].CopyFrom(
-                SecurityScheme(
-                    oauth2_security_scheme=OAuth2SecurityScheme(
-                        flows=OAuthFlows(client_credentials=flow),
-                        oauth2_metadata_url=f"{self._public_url}/.well-known/oauth-authorization-server",
-                    )
-                )
-            )
-            requirement = SecurityRequirement()
-            requirement.schemes["interlink"].CopyFrom(StringList(list=list(agent.settings.required_scopes)))
-            card.security_requirements.append(requirement)
+            _secure(card, self._public_url, agent.settings.required_scopes)
         return card
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -438,3 +589,197 @@ class A2AFace:
             return
         async with agent.slots:
             await router(scope, receive, send)
+
+
+# -- the aggregate endpoint `/a2a`: routing by skill ------------------------------------------------
+
+ROUTE_KEY: Final = "interlink.route"
+"""`ServerCallContext.state` key: the agents a new message may go to, in order."""
+AGENT_KEY: Final = "interlink.agent"
+"""Task `metadata` key of a routed task: the agent that holds it (follow-ups and cancel go there)."""
+ROUTER: Final = "router"
+"""The governor (and task owner prefix) of the aggregate endpoint; no agent may take this name."""
+
+
+class _Tagging:
+    """An event queue that stamps the routed agent's name on the task it creates."""
+
+    def __init__(self, queue: Any, agent: str) -> None:
+        self._queue = queue
+        self._agent = agent
+
+    async def enqueue_event(self, event: Any) -> None:
+        if isinstance(event, Task):
+            event.metadata.update({AGENT_KEY: self._agent})
+        await self._queue.enqueue_event(event)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._queue, name)
+
+
+class RoutingExecutor(AgentExecutor):
+    """Sends each message to the first agent of its route; on a failure before that agent answered
+    anything, to the next (each attempt decided and recorded under that agent's policy)."""
+
+    def __init__(self, face: A2AFace) -> None:
+        self._face = face
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        call = context.call_context
+        route: list[str] = list(call.state.get(ROUTE_KEY, [])) if call is not None else []
+        scope = call.state.get(SCOPE_KEY, {}) if call is not None else {}
+        skill = _skill_name(context.message) if context.message is not None else "*"
+        last = "no available agent offers this skill"
+        for attempt, name in enumerate(route):
+            agent = self._face.agents[name]
+            if attempt > 0:  # a fallback: its own decision and record
+                governor = self._face.governors[name]
+                try:
+                    await governor.around(
+                        scope,
+                        "SendMessage",
+                        skill,
+                        None,
+                        partial(governor.check, scope, "SendMessage", skill, {}),
+                    )
+                except GatewayError:
+                    continue
+            try:
+                await ProxyExecutor(agent).attempt(context, _Tagging(event_queue, name))  # type: ignore[arg-type]
+                return
+            except DownstreamFailed as exc:
+                last = exc.message
+                if not exc.before_response:
+                    break
+                log.info("a2a_route_fallback", agent=name, problem=exc.message)
+        await fail_task(event_queue, context, last)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        name = _routed_agent(context.current_task)
+        if name in self._face.agents:
+            await ProxyExecutor(self._face.agents[name]).cancel(context, event_queue)
+
+
+def _skill_name(message: Message) -> str:
+    if SKILL_KEY in message.metadata:
+        value = message.metadata[SKILL_KEY]
+        if isinstance(value, str) and value:
+            return str(value)
+    return "*"
+
+
+def _routed_agent(task: Task | None) -> str:
+    if task is None or AGENT_KEY not in task.metadata:
+        return ""
+    return str(task.metadata[AGENT_KEY])
+
+
+class RouterHandler(DefaultRequestHandler):
+    """The aggregate endpoint: plans each new message's route (explicit `agent/skill`, the routing
+    rules, or the agents whose card offers the skill), governs it under the first agent's policy,
+    and keeps follow-ups and cancels on the agent that holds the task."""
+
+    def __init__(self, *args: Any, face: A2AFace, store: DatabaseTaskStore, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._face = face
+        self._store = store
+
+    async def _plan(self, message: Message, context: ServerCallContext) -> tuple[list[str], str]:
+        skill = _skill_name(message)
+        if message.task_id:
+            found = await self._store.get(message.task_id, context)
+            held = _routed_agent(found)
+            if held:
+                return [held], skill.split("/", 1)[-1]
+        route = self._face.route(skill, _principal(context))
+        if not route:
+            raise to_a2a_error(UpstreamUnavailable(f"no available agent offers skill {skill!r}"))
+        if "/" in skill:
+            skill = skill.split("/", 1)[1]
+        return route, skill
+
+    async def _governed(
+        self,
+        context: ServerCallContext,
+        name: str,
+        method: str,
+        target: str | None,
+        run: Callable[[], Awaitable[T]],
+    ) -> T:
+        scope = context.state.get(SCOPE_KEY) or {}
+        try:
+            return await self._face.governors[name].around(scope, method, target, None, run)
+        except GatewayError as exc:
+            raise to_a2a_error(exc) from None
+
+    async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Any:
+        route, skill = await self._plan(params.message, context)
+        context.state[ROUTE_KEY] = route
+        scope = context.state.get(SCOPE_KEY) or {}
+        governor = self._face.governors[route[0]]
+
+        async def run() -> Any:
+            await governor.check(scope, "SendMessage", skill, {})
+            return await DefaultRequestHandler.on_message_send(self, params, context)
+
+        return await self._governed(context, route[0], "SendMessage", skill, run)
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any, None]:
+        route, skill = await self._plan(params.message, context)
+        context.state[ROUTE_KEY] = route
+        scope = context.state.get(SCOPE_KEY) or {}
+        governor = self._face.governors[route[0]]
+        await self._governed(
+            context,
+            route[0],
+            "SendStreamingMessage",
+            skill,
+            partial(governor.check, scope, "SendMessage", skill, {}),
+        )
+        async for event in DefaultRequestHandler.on_message_send_stream(self, params, context):
+            yield event
+
+    async def on_get_task(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "GetTask",
+            params.id,
+            partial(DefaultRequestHandler.on_get_task, self, params, context),
+        )
+
+    async def on_list_tasks(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "ListTasks",
+            None,
+            partial(DefaultRequestHandler.on_list_tasks, self, params, context),
+        )
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
+        async def run() -> Any:
+            found = await self._store.get(params.id, context)
+            name = _routed_agent(found)
+            if (
+                found is not None
+                and name in self._face.agents
+                and found.status.state not in TERMINAL_TASK_STATES
+            ):
+                downstream = _mapping(found).get("task_id")
+                if downstream:
+                    await cancel_downstream(self._face.agents[name], downstream, context)
+            return await DefaultRequestHandler.on_cancel_task(self, params, context)
+
+        return await self._governed(context, ROUTER, "CancelTask", params.id, run)
+
+
+async def cancel_downstream(agent: RemoteAgent, task_id: str, context: ServerCallContext) -> None:
+    try:
+        call = await agent.call_context_for(context)
+        async with asyncio.timeout(agent.timeout_s):
+            await agent.client().cancel_task(CancelTaskRequest(id=task_id), context=call)
+    except Exception as exc:  # noqa: BLE001 - the caller's task is canceled regardless
+        log.info("a2a_downstream_cancel_failed", agent=agent.name, error=type(exc).__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -87,8 +87,16 @@ def create_app(
         )
         for a in settings.a2a_agents
     }
+    a2a_governors["router"] = Governor(  # the aggregate endpoint's own calls (GetTask, ...)
+        "router", policy=initial, audit=audit, public=False, clock=clock, protocol="a2a"
+    )
     face = A2AFace(
-        settings.a2a_agents, identity, a2a_governors, settings.public_url, settings.limits.max_body_bytes
+        settings.a2a_agents,
+        identity,
+        a2a_governors,
+        settings.public_url,
+        settings.limits.max_body_bytes,
+        settings.a2a_routes,
     )
     policies = PolicyManager(
         settings, [*governors.values(), *a2a_governors.values()], config_path=config_path, audit=audit
@@ -158,11 +166,14 @@ def create_app(
             McpEndpoint(virtuals, {v.name: v for v in settings.virtual_servers}, identity, audit),
             methods=["GET", "POST", "DELETE"],
         ),
+        Route("/a2a", AsgiEndpoint(face.serve_router), methods=["POST"]),
+        Route("/.well-known/agent-card.json", AsgiEndpoint(face.serve_card), methods=["GET"]),
         Route("/a2a/{agent}", face, methods=["GET", "POST"]),
         Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST"]),
         *identity.routes(
             {v.name: v.required_scopes for v in settings.virtual_servers if not v.public},
-            {a.name: a.required_scopes for a in settings.a2a_agents if not a.public},
+            {a.name: a.required_scopes for a in settings.a2a_agents if not a.public}
+            | ({"": ["a2a"]} if settings.a2a_agents else {}),
         ),
         *admin_routes(
             _admin_token(settings),
@@ -173,6 +184,17 @@ def create_app(
         ),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+class AsgiEndpoint:
+    """A bound ASGI method as a route endpoint (Starlette would treat a plain method as a request
+    handler)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 class McpEndpoint:

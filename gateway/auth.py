@@ -65,6 +65,8 @@ class Identity:
         self.resources = {
             f"mcp/{v.name}": f"{self.issuer_url}/mcp/{v.name}" for v in settings.virtual_servers
         } | {f"a2a/{a.name}": f"{self.issuer_url}/a2a/{a.name}" for a in settings.a2a_agents}
+        if settings.a2a_agents:
+            self.resources["a2a"] = f"{self.issuer_url}/a2a"  # the aggregate, routing endpoint
         """Resource name (`mcp/<virtual>`) -> canonical URI."""
         self._by_uri = {uri: name for name, uri in self.resources.items()}
         self._clock = clock
@@ -189,10 +191,14 @@ class Identity:
         return source
 
     def resource_uri(self, virtual: str, kind: str = "mcp") -> str:
-        return self.resources[f"{kind}/{virtual}"]
+        return self.resources[f"{kind}/{virtual}" if virtual else kind]
 
     def metadata_url(self, virtual: str, kind: str = "mcp") -> str:
-        return f"{self.issuer_url}{PRM_PREFIX}/{kind}/{virtual}"
+        return (
+            f"{self.issuer_url}{PRM_PREFIX}/{kind}/{virtual}"
+            if virtual
+            else f"{self.issuer_url}{PRM_PREFIX}/{kind}"
+        )
 
     # -- resource server ------------------------------------------------------------------------
 
@@ -259,7 +265,7 @@ class Identity:
             return await self._oauth_call(request, "introspect")
 
         async def protected_resource(request: Request) -> JSONResponse:
-            virtual = request.path_params["virtual"]
+            virtual = request.path_params.get("virtual", "")
             kind = request.url.path.removeprefix(PRM_PREFIX + "/").split("/", 1)[0]
             known = by_kind.get(kind, {})
             if virtual not in known:
@@ -284,6 +290,7 @@ class Identity:
             Route(INTROSPECT_PATH, introspect, methods=["POST"]),
             Route(PRM_PREFIX + "/mcp/{virtual}", protected_resource, methods=["GET"]),
             Route(PRM_PREFIX + "/a2a/{virtual}", protected_resource, methods=["GET"]),
+            Route(PRM_PREFIX + "/a2a", protected_resource, methods=["GET"]),
         ]
 
     async def _oauth_call(self, request: Request, endpoint: str) -> Response:

@@ -214,12 +214,28 @@ class RemoteAgentSettings(_Model):
     public: bool = False
     required_scopes: list[str] = ["a2a"]
     card_refresh_s: float = Field(300.0, ge=5)
+    circuit_failures: int = Field(5, ge=1)
+    """Consecutive failures that open the circuit: calls fail at once (`/readyz`: circuit_open)."""
+    circuit_cooldown_s: float = Field(30.0, gt=0)
+    """How long the circuit stays open before one trial call is let through."""
 
     @model_validator(mode="after")
     def _one_card(self) -> RemoteAgentSettings:
+        if self.name == "router":
+            raise ValueError("the name 'router' is reserved (the aggregate endpoint's own)")
         if (self.card_url is None) == (self.card is None):
             raise ValueError("give exactly one of card_url and card")
         return self
+
+
+class A2ARouteSettings(_Model):
+    """A routing rule of the aggregate endpoint `/a2a`: messages whose skill (and, when given, tags
+    of that skill and the caller's tenant) match go to `agents`, tried in order."""
+
+    skills: list[str] = ["*"]
+    """Glob patterns over the skill id the message names (`metadata.skill`)."""
+    tenants: list[str] = []
+    agents: list[str] = Field(min_length=1)
 
 
 class ToolFilter(_Model):
@@ -389,6 +405,9 @@ class GatewaySettings(BaseSettings):
     virtual_servers: list[VirtualServerSettings] = []
     a2a_agents: list[RemoteAgentSettings] = []
     """Downstream A2A agents, each proxied at `/a2a/<name>`."""
+    a2a_routes: list[A2ARouteSettings] = []
+    """Routing for the aggregate endpoint `/a2a` (first matching rule wins; without one, the agents
+    whose card offers the skill, in the order above)."""
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""
@@ -425,13 +444,19 @@ class GatewaySettings(BaseSettings):
         adupes = sorted({n for n in anames if anames.count(n) > 1})
         if adupes:
             raise ValueError(f"a2a agent names must be unique; repeated: {', '.join(adupes)}")
+        for route in self.a2a_routes:
+            unknown = [n for n in route.agents if n not in anames]
+            if unknown:
+                raise ValueError(f"a2a_routes names unknown agent(s): {', '.join(unknown)}")
         resources = {f"mcp/{v.name}" for v in self.virtual_servers} | {f"a2a/{n}" for n in anames}
+        if anames:
+            resources.add("a2a")
         for agent in self.identity.agents:
             unknown = [a for a in agent.audiences if a not in resources]
             if unknown:
                 raise ValueError(
                     f"agent {agent.client_id!r} names unknown audience(s): {', '.join(unknown)}"
-                    f" (expected mcp/<virtual server> or a2a/<agent>)"
+                    f" (expected mcp/<virtual server>, a2a/<agent> or a2a)"
                 )
         return self
 

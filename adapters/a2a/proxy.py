@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 from a2a.client import Client, ClientCallContext
+from a2a.client.errors import A2AClientError, A2AClientTimeoutError
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
@@ -131,6 +133,41 @@ class Downstream(Protocol):
 
     async def call_context(self, context: RequestContext) -> ClientCallContext: ...
 
+    def record(self, ok: bool) -> None:
+        """Told after each call whether the agent answered (its circuit breaker)."""
+        ...
+
+
+class DownstreamFailed(Exception):
+    """The downstream agent failed; the message is safe to show (no URL or credential)."""
+
+    def __init__(self, message: str, *, before_response: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.before_response = before_response
+
+
+_SETTLED: Final = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_REJECTED,
+        TaskState.TASK_STATE_INPUT_REQUIRED,
+        TaskState.TASK_STATE_AUTH_REQUIRED,
+    }
+)
+"""Terminal and interrupted states (A2A 1.0 §4.1.3): where a downstream stream may rightly end."""
+
+
+@dataclass
+class _Progress:
+    """What the downstream agent has said so far in one exchange."""
+
+    downstream_id: str = ""
+    settled: bool = False
+    """A message reply came, or the task's last state is terminal or interrupted."""
+
 
 class ProxyExecutor(AgentExecutor):
     """Relays each task to the downstream agent and re-stamps its events with the gateway's ids."""
@@ -139,6 +176,14 @@ class ProxyExecutor(AgentExecutor):
         self._down = downstream
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        try:
+            await self.attempt(context, event_queue)
+        except DownstreamFailed as exc:
+            await fail_task(event_queue, context, exc.message)
+
+    async def attempt(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Relay the message; raise DownstreamFailed (with `before_response` telling whether the
+        agent had answered anything yet) instead of ending the task, so a router may try another."""
         task_id, context_id = context.task_id or "", context.context_id or ""
         mapped = _mapping(context.current_task)
         message = Message()
@@ -148,28 +193,68 @@ class ProxyExecutor(AgentExecutor):
         request = SendMessageRequest(message=message)
         if context.configuration is not None:
             request.configuration.accepted_output_modes.extend(context.configuration.accepted_output_modes)
-        call = await self._down.call_context(context)
+        name, answered = self._down.name, False
+        progress = _Progress(downstream_id=mapped.get("task_id", ""))
+        call: ClientCallContext | None = None
         try:
-            async with asyncio.timeout(self._down.timeout_s):
+            call = await self._down.call_context(context)
+            async with asyncio.timeout(self._down.timeout_s) as deadline:
                 async for event in self._down.client().send_message(request, context=call):
-                    if await self._relay(event, context, event_queue, task_id, context_id):
-                        return
-        except TimeoutError:
-            await _fail(
-                event_queue,
-                context,
-                f"agent {self._down.name!r} did not answer within {self._down.timeout_s:g}s",
-            )
+                    answered = True  # timeout_s bounds a silence, not a whole stream:
+                    deadline.reschedule(asyncio.get_running_loop().time() + self._down.timeout_s)
+                    if await self._relay(event, context, event_queue, task_id, context_id, progress):
+                        break
+            self._down.record(True)
+        except (TimeoutError, A2AClientTimeoutError):
+            self._down.record(False)
+            await self._abandon(progress, call)
+            raise DownstreamFailed(
+                f"agent {name!r} did not answer within {self._down.timeout_s:g}s",
+                before_response=not answered,
+            ) from None
+        except A2AClientError as exc:  # transport trouble (refused connection, HTTP 5xx, bad body)
+            self._down.record(False)
+            await self._abandon(progress, call)
+            log.warning("a2a_downstream_failed", agent=name, error=type(exc).__name__)
+            raise DownstreamFailed(
+                f"agent {name!r} is unavailable ({type(exc).__name__})", before_response=not answered
+            ) from None
         except A2AError as exc:
-            await _fail(event_queue, context, f"agent {self._down.name!r} refused: {type(exc).__name__}")
+            self._down.record(True)  # it answered, with a refusal
+            raise DownstreamFailed(
+                f"agent {name!r} refused: {type(exc).__name__}", before_response=False
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any failure downstream becomes a failed task
-            log.warning("a2a_downstream_failed", agent=self._down.name, error=type(exc).__name__)
-            await _fail(
-                event_queue, context, f"agent {self._down.name!r} is unavailable ({type(exc).__name__})"
+            self._down.record(False)
+            log.warning("a2a_downstream_failed", agent=name, error=type(exc).__name__)
+            raise DownstreamFailed(
+                f"agent {name!r} is unavailable ({type(exc).__name__})", before_response=not answered
+            ) from None
+        if not progress.settled:  # a stream that ends on a WORKING task would leave ours WORKING forever
+            await self._abandon(progress, call)
+            raise DownstreamFailed(
+                f"agent {name!r} stopped answering before the task finished", before_response=not answered
             )
 
+    async def _abandon(self, progress: _Progress, call: ClientCallContext | None) -> None:
+        """Best effort: cancel the downstream task the caller's task stops following (it fails)."""
+        if not progress.downstream_id or call is None:
+            return
+        try:
+            async with asyncio.timeout(min(self._down.timeout_s, 5.0)):
+                request = CancelTaskRequest(id=progress.downstream_id)
+                await self._down.client().cancel_task(request, context=call)
+        except Exception as exc:  # noqa: BLE001 - the caller's task fails regardless
+            log.info("a2a_downstream_abandon_failed", agent=self._down.name, error=type(exc).__name__)
+
     async def _relay(
-        self, event: Any, context: RequestContext, queue: EventQueue, task_id: str, context_id: str
+        self,
+        event: Any,
+        context: RequestContext,
+        queue: EventQueue,
+        task_id: str,
+        context_id: str,
+        progress: _Progress,
     ) -> bool:
         """Re-emit one downstream event; True when the exchange is over (a message-only reply)."""
         kind = event.WhichOneof("payload")
@@ -178,8 +263,10 @@ class ProxyExecutor(AgentExecutor):
             out.CopyFrom(event.message)
             out.context_id, out.task_id = context_id, ""
             await queue.enqueue_event(out)
+            progress.settled = True
             return True
         if kind == "task":
+            progress.settled = event.task.status.state in _SETTLED
             if context.current_task is None:  # a new task: the first event must be our Task
                 meta = struct_pb2.Struct()
                 meta.update({DOWNSTREAM_KEY: {"task_id": event.task.id, "context_id": event.task.context_id}})
@@ -191,11 +278,15 @@ class ProxyExecutor(AgentExecutor):
                 for artifact in event.task.artifacts:
                     task.artifacts.add().CopyFrom(artifact)
                 await queue.enqueue_event(task)
+                # Ours from now on: a later failure updates it instead of replacing it (and its ids).
+                context.current_task = task
+                progress.downstream_id = event.task.id
             return False
         inner = getattr(event, kind)  # status_update | artifact_update
         inner.task_id, inner.context_id = task_id, context_id
         if kind == "status_update":
             _stamp_status(inner.status, task_id, context_id)
+            progress.settled = inner.status.state in _SETTLED
         await queue.enqueue_event(inner)
         return False
 
@@ -223,7 +314,7 @@ def _stamp_status(status: TaskStatus, task_id: str, context_id: str) -> None:
         status.message.task_id, status.message.context_id = task_id, context_id
 
 
-async def _fail(queue: EventQueue, context: RequestContext, text: str) -> None:
+async def fail_task(queue: EventQueue, context: RequestContext, text: str) -> None:
     """End the caller's task FAILED with a safe explanation (no downstream URL or token)."""
     from a2a.helpers import new_task, new_text_message
     from a2a.server.tasks import TaskUpdater
