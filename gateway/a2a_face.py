@@ -39,7 +39,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.models import create_task_model
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.routes import create_jsonrpc_routes
+from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.server.tasks import DatabaseTaskStore
 from a2a.types import (
@@ -404,7 +404,13 @@ class A2AFace:
                 agent=agent,
                 store=store,
             )
-            routes = create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=_ContextBuilder())
+            builder = _ContextBuilder()
+            routes = [
+                *create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=builder),
+                # HTTP+JSON binding under /a2a/<name>/rest (its own router, so the SDK's catch-all
+                # tenant mount cannot swallow other paths)
+                *create_rest_routes(handler, context_builder=builder, path_prefix=f"/a2a/{name}/rest"),
+            ]
             self._routers[name] = McpRequestGuard(Router(routes=routes), self._max_body_bytes)
         if self.agents:
             store = task_store(engine, ROUTER)
@@ -548,6 +554,13 @@ class A2AFace:
                 url=f"{self._public_url}/a2a/{name}", protocol_binding="JSONRPC", protocol_version="1.0"
             )
         )
+        card.supported_interfaces.append(
+            AgentInterface(
+                url=f"{self._public_url}/a2a/{name}/rest",
+                protocol_binding="HTTP+JSON",
+                protocol_version="1.0",
+            )
+        )
         del card.signatures[:]
         card.ClearField("security_schemes")
         del card.security_requirements[:]
@@ -569,7 +582,7 @@ class A2AFace:
             body = MessageToDict(self.card_for_callers(name))
             await JSONResponse(body, headers={"cache-control": "max-age=60"})(scope, receive, send)
             return
-        if rest:
+        if rest and rest != "rest" and not rest.startswith("rest/"):
             await send_error(send, "unknown_agent", f"no A2A endpoint at /a2a/{name}/{rest}")
             return
         if not agent.settings.public:

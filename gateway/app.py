@@ -169,7 +169,7 @@ def create_app(
         Route("/a2a", AsgiEndpoint(face.serve_router), methods=["POST"]),
         Route("/.well-known/agent-card.json", AsgiEndpoint(face.serve_card), methods=["GET"]),
         Route("/a2a/{agent}", face, methods=["GET", "POST"]),
-        Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST"]),
+        Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST", "DELETE"]),
         *identity.routes(
             {v.name: v.required_scopes for v in settings.virtual_servers if not v.public},
             {a.name: a.required_scopes for a in settings.a2a_agents if not a.public}

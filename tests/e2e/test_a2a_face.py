@@ -137,7 +137,8 @@ async def test_card_points_at_interlink_and_hides_the_agent(face: Face) -> None:
     async with httpx.AsyncClient() as http:
         card = (await http.get(f"{face.base}/a2a/helpdesk/.well-known/agent-card.json")).json()
     assert card["supportedInterfaces"] == [
-        {"url": f"{face.base}/a2a/helpdesk", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        {"url": f"{face.base}/a2a/helpdesk", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+        {"url": f"{face.base}/a2a/helpdesk/rest", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
     ]
     assert face.downstream not in json.dumps(card)
     assert {s["id"] for s in card["skills"]} >= {"echo", "stream", "ask"}
@@ -170,6 +171,32 @@ async def test_blocking_streaming_and_multi_turn(face: Face) -> None:
         done = await streaming.get_task(GetTaskRequest(id=first.id))
         assert done.status.state == TaskState.TASK_STATE_COMPLETED
         assert done.artifacts[-1].parts[0].text == "thanks, Ada"
+
+
+async def test_http_json_binding(face: Face) -> None:
+    """The same agent over the HTTP+JSON binding: send, get, policy refusal as HTTP 403."""
+    http = httpx.AsyncClient(headers={"authorization": f"Bearer {await face.token()}"}, timeout=30)
+    async with aclosing(http):
+        card = await A2ACardResolver(http, f"{face.base}/a2a/helpdesk").get_agent_card()
+        config = ClientConfig(streaming=False, httpx_client=http, supported_protocol_bindings=["HTTP+JSON"])
+        rest = ClientFactory(config).create(card)
+        task = [e async for e in rest.send_message(SendMessageRequest(message=message("echo rest")))][-1].task
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert (await rest.get_task(GetTaskRequest(id=task.id))).artifacts[0].parts[0].text == "rest"
+        denied = await http.post(
+            f"{face.base}/a2a/helpdesk/rest/message:send",
+            json={
+                "message": {
+                    "messageId": "m1",
+                    "role": "ROLE_USER",
+                    "parts": [{"text": "fail"}],
+                    "metadata": {"skill": "fail"},
+                }
+            },
+            headers={"a2a-version": "1.0"},
+        )
+        assert denied.status_code == 403
+        assert "POLICY_DENIED" in denied.text and face.downstream not in denied.text
 
 
 async def test_cancel_reaches_the_agent(face: Face) -> None:
