@@ -425,8 +425,8 @@ class A2AFace:
                 extended_agent_card=card,
                 extended_card_modifier=self._card_for_caller,
             )
-            routes = create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=_ContextBuilder())
-            self._router = McpRequestGuard(Router(routes=routes), self._max_body_bytes)
+            router_routes = create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=_ContextBuilder())
+            self._router = McpRequestGuard(Router(routes=router_routes), self._max_body_bytes)
         self._refresher = asyncio.create_task(self._refresh_cards())
 
     async def stop(self) -> None:
