@@ -4,8 +4,8 @@ A2A 1.0) with its card, rewritten to point at Interlink, at `/a2a/<name>/.well-k
 * **Cards are hostile input.** A `card_url` is fetched with the hardened fetcher (https and public
   addresses only unless `allow_private_network`, no redirects, 256 KiB, 5 s) and refreshed every
   `card_refresh_s`; every interface it names must be on the card's own origin, so a card cannot
-  point Interlink at another host. A card that fails leaves the agent `card_error` in `/readyz`
-  and its calls fail with `downstream_unavailable`.
+  point Interlink at another host. A card that fails leaves the agent `card_error` in `/readyz`,
+  and a message to it ends FAILED: "agent '<name>' is unavailable (...)" (audited as an error).
 * **Identity.** Each agent is a protected resource (`a2a/<name>`, RFC 9728 metadata at
   `/.well-known/oauth-protected-resource/a2a/<name>`) unless `public: true`; tokens need its
   `required_scopes` (default `a2a`). The caller's token never goes downstream: Interlink sends the

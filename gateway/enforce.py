@@ -26,6 +26,8 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import structlog
+from a2a.types import Task as A2ATask
+from a2a.types import TaskState as A2AState
 from mcp.shared.exceptions import MCPError
 
 from gateway.approvals import APPROVAL_META, ApprovalDenied, ApprovalRequired, Approvals
@@ -337,7 +339,7 @@ class Governor:
         result: Any,
         started: float,
     ) -> Event:
-        outcome, denied_reason = _outcome(result)
+        outcome, denied_reason = _outcome(result, method)
         decision = draft.decision
         result_of = draft.ref if not isinstance(result, _WriteAhead) else None
         if denied_reason is not None:
@@ -406,7 +408,7 @@ DENYING_REASONS: Final = frozenset(
 """Failure reasons that mean the gateway refused the call (nothing reached an upstream)."""
 
 
-def _outcome(result: Any) -> tuple[Outcome, str | None]:
+def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
     """The outcome of a request, and the refusal reason when the gateway refused it."""
     if isinstance(result, _WriteAhead):
         return Outcome(status="pending"), None
@@ -425,6 +427,16 @@ def _outcome(result: Any) -> tuple[Outcome, str | None]:
         return Outcome(status="error", reason=reason, code=result.code), None
     if isinstance(result, BaseException):
         return Outcome(status="error", reason="internal_error", code=-32603), None
+    if (
+        method == "SendMessage"
+        and isinstance(result, A2ATask)
+        and result.status.state
+        in (
+            A2AState.TASK_STATE_FAILED,
+            A2AState.TASK_STATE_REJECTED,
+        )
+    ):
+        return Outcome(status="error", reason="downstream_failed"), None
     if getattr(result, "is_error", False):
         meta = getattr(result, "meta", None) or {}
         reason = meta.get("io.interlink/reason") if isinstance(meta, Mapping) else None

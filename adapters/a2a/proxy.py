@@ -29,8 +29,10 @@ from a2a.types import (
     Message,
     SendMessageRequest,
     Task,
+    TaskArtifactUpdateEvent,
     TaskState,
     TaskStatus,
+    TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import (
     A2A_ERROR_MAPPING,
@@ -281,6 +283,19 @@ class ProxyExecutor(AgentExecutor):
                 # Ours from now on: a later failure updates it instead of replacing it (and its ids).
                 context.current_task = task
                 progress.downstream_id = event.task.id
+            elif event.task.status.state != context.current_task.status.state:
+                # A whole task on a follow-up (an agent that does not stream answers this way):
+                # relay what is new as updates to ours.
+                known = {a.artifact_id for a in context.current_task.artifacts}
+                for artifact in event.task.artifacts:
+                    if artifact.artifact_id not in known:
+                        update = TaskArtifactUpdateEvent(task_id=task_id, context_id=context_id)
+                        update.artifact.CopyFrom(artifact)
+                        await queue.enqueue_event(update)
+                status = TaskStatusUpdateEvent(task_id=task_id, context_id=context_id)
+                status.status.CopyFrom(event.task.status)
+                _stamp_status(status.status, task_id, context_id)
+                await queue.enqueue_event(status)
             return False
         inner = getattr(event, kind)  # status_update | artifact_update
         inner.task_id, inner.context_id = task_id, context_id

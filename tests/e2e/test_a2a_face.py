@@ -361,3 +361,32 @@ async def test_two_replicas_share_tasks_through_postgres() -> None:
                     GetTaskRequest(id=seen.metadata["interlink.downstream"]["task_id"])
                 )
             assert there.status.state == TaskState.TASK_STATE_CANCELED
+
+
+async def test_multi_turn_with_an_agent_that_does_not_stream() -> None:
+    """An agent whose card says it cannot stream answers each turn with a whole task: the answer to
+    an input-required question must reach the caller's task (relayed as updates)."""
+    async with serve_agent() as downstream:
+        card = {
+            "name": "plain",
+            "description": "answers with whole tasks",
+            "version": "1.0.0",
+            "supportedInterfaces": [
+                {"url": f"{downstream}/a2a/jsonrpc", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+            ],
+            "capabilities": {"streaming": False},
+            "skills": [{"id": "ask", "name": "Ask", "description": "asks", "tags": ["multi-turn"]}],
+        }
+        async with gateway(a2a_agents=[{"name": "plain", "card": card, "public": True}]) as base:
+            http = httpx.AsyncClient(timeout=30)
+            async with aclosing(http):
+                ours = await A2ACardResolver(http, f"{base}/a2a/plain").get_agent_card()
+                client = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(ours)
+                asked = [e async for e in client.send_message(SendMessageRequest(message=message("ask")))][
+                    -1
+                ].task
+                assert asked.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+                answer = message("Grace", task_id=asked.id, context_id=asked.context_id)
+                done = [e async for e in client.send_message(SendMessageRequest(message=answer))][-1].task
+                assert done.status.state == TaskState.TASK_STATE_COMPLETED
+                assert done.artifacts[-1].parts[0].text == "thanks, Grace"

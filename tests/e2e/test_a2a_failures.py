@@ -152,9 +152,9 @@ def outcomes(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(r["event"], r["outcome"]["status"]) for r in records]
 
 
-BLOCKING_AUDIT = [("a2a.SendMessage", "pending"), ("a2a.SendMessage.result", "ok")]
-"""A blocking send: the write-ahead decision, then its result. The result is "ok" even when the task
-ended FAILED: the call itself succeeded (the task's end state is in the task store, not the audit)."""
+BLOCKING_AUDIT = [("a2a.SendMessage", "pending"), ("a2a.SendMessage.result", "error")]
+"""A blocking send: the write-ahead decision, then its result: "error" (reason downstream_failed)
+when the task it returns ended FAILED."""
 STREAMING_AUDIT = [("a2a.SendMessage", "pending"), ("a2a.SendStreamingMessage.result", "ok")]
 """A streamed send: the decision (recorded under the action, SendMessage), then "stream opened"."""
 
