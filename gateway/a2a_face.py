@@ -67,13 +67,18 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.a2a.proxy import (
+    HOLD_KEY,
     SCOPE_KEY,
     SKILL_KEY,
     DownstreamFailed,
     GovernedHandler,
     ProxyExecutor,
     _mapping,
+    decide,
     fail_task,
+    hold_task,
+    message_args,
+    message_meta,
     to_a2a_error,
 )
 from adapters.mcp.guard import McpRequestGuard, send_error
@@ -642,18 +647,23 @@ class RoutingExecutor(AgentExecutor):
         route: list[str] = list(call.state.get(ROUTE_KEY, [])) if call is not None else []
         scope = call.state.get(SCOPE_KEY, {}) if call is not None else {}
         skill = _skill_name(context.message) if context.message is not None else "*"
+        hold = call.state.get(HOLD_KEY) if call is not None else None
+        if hold:
+            await hold_task(event_queue, context, str(hold))
+            return
         last = "no available agent offers this skill"
         for attempt, name in enumerate(route):
             agent = self._face.agents[name]
             if attempt > 0:  # a fallback: its own decision and record
                 governor = self._face.governors[name]
                 try:
+                    args = message_args(context.message) if context.message is not None else {}
                     await governor.around(
                         scope,
                         "SendMessage",
                         skill,
                         None,
-                        partial(governor.check, scope, "SendMessage", skill, {}),
+                        partial(governor.check, scope, "SendMessage", skill, args),
                     )
                 except GatewayError:
                     continue
@@ -718,10 +728,11 @@ class RouterHandler(DefaultRequestHandler):
         method: str,
         target: str | None,
         run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
     ) -> T:
         scope = context.state.get(SCOPE_KEY) or {}
         try:
-            return await self._face.governors[name].around(scope, method, target, None, run)
+            return await self._face.governors[name].around(scope, method, target, None, run, meta)
         except GatewayError as exc:
             raise to_a2a_error(exc) from None
 
@@ -732,10 +743,12 @@ class RouterHandler(DefaultRequestHandler):
         governor = self._face.governors[route[0]]
 
         async def run() -> Any:
-            await governor.check(scope, "SendMessage", skill, {})
+            await decide(governor, scope, skill, params.message, context)
             return await DefaultRequestHandler.on_message_send(self, params, context)
 
-        return await self._governed(context, route[0], "SendMessage", skill, run)
+        return await self._governed(
+            context, route[0], "SendMessage", skill, run, message_meta(params.message)
+        )
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -749,7 +762,8 @@ class RouterHandler(DefaultRequestHandler):
             route[0],
             "SendStreamingMessage",
             skill,
-            partial(governor.check, scope, "SendMessage", skill, {}),
+            partial(decide, governor, scope, skill, params.message, context),
+            message_meta(params.message),
         )
         async for event in DefaultRequestHandler.on_message_send_stream(self, params, context):
             yield event

@@ -11,6 +11,7 @@ Every event from downstream is re-stamped with the gateway's ids before the call
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
@@ -42,6 +43,7 @@ from a2a.utils.errors import (
     ErrorMapping,
 )
 from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict
 
 from gateway.errors import GatewayError
 
@@ -178,6 +180,10 @@ class ProxyExecutor(AgentExecutor):
         self._down = downstream
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        hold = context.call_context.state.get(HOLD_KEY) if context.call_context is not None else None
+        if hold:
+            await hold_task(event_queue, context, str(hold))
+            return
         try:
             await self.attempt(context, event_queue)
         except DownstreamFailed as exc:
@@ -269,10 +275,13 @@ class ProxyExecutor(AgentExecutor):
             return True
         if kind == "task":
             progress.settled = event.task.status.state in _SETTLED
-            if context.current_task is None:  # a new task: the first event must be our Task
+            held = context.current_task is not None and DOWNSTREAM_KEY not in context.current_task.metadata
+            if context.current_task is None or held:  # new to the agent: our Task first, with the ids
                 meta = struct_pb2.Struct()
                 meta.update({DOWNSTREAM_KEY: {"task_id": event.task.id, "context_id": event.task.context_id}})
                 task = Task(id=task_id, context_id=context_id, metadata=meta)
+                if context.current_task is not None:  # a held task, approved: keep what it had
+                    task.history.extend(context.current_task.history)
                 if context.message is not None:
                     task.history.append(context.message)
                 task.status.CopyFrom(event.task.status)
@@ -347,6 +356,52 @@ async def fail_task(queue: EventQueue, context: RequestContext, text: str) -> No
 # -- governed request handling ---------------------------------------------------------------------
 
 
+HOLD_KEY: Final = "interlink.hold"
+"""`ServerCallContext.state` key: the call is held for a human; the executor answers AUTH_REQUIRED."""
+
+
+def message_args(message: Message) -> dict[str, Any]:
+    """What a decision (and an approval) about a message is bound to: the digest of its parts, so an
+    approval lets exactly that message through."""
+    parts = b"".join(part.SerializeToString(deterministic=True) for part in message.parts)
+    return {"message_sha256": hashlib.sha256(parts).hexdigest()}
+
+
+def message_meta(message: Message) -> dict[str, Any]:
+    """A message's metadata as plain data (it may carry `io.interlink/approval`)."""
+    return MessageToDict(message.metadata) if message.HasField("metadata") else {}
+
+
+async def decide(
+    governor: Governor, scope: Mapping[str, Any], skill: str, message: Message, context: ServerCallContext
+) -> None:
+    """Decide a message. A call the policy holds for a human is not an error on A2A: the caller's
+    task moves to AUTH_REQUIRED, naming the approval to retry with (the executor answers so)."""
+    try:
+        await governor.check(scope, "SendMessage", skill, message_args(message))
+    except GatewayError as exc:
+        if exc.reason != "approval_required":
+            raise
+        context.state[HOLD_KEY] = (
+            f"{exc.message.replace('_meta', 'metadata')} (send the same message again on this task)"
+        )
+
+
+async def hold_task(queue: EventQueue, context: RequestContext, text: str) -> None:
+    """Answer a held call: the caller's task waits in AUTH_REQUIRED with the approval to retry with."""
+    from a2a.helpers import new_task, new_text_message
+    from a2a.server.tasks import TaskUpdater
+
+    task_id, context_id = context.task_id or "", context.context_id or ""
+    if context.current_task is None:
+        history = [context.message] if context.message is not None else []
+        await queue.enqueue_event(
+            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
+        )
+    updater = TaskUpdater(queue, task_id, context_id)
+    await updater.requires_auth(new_text_message(text, context_id=context_id, task_id=task_id))
+
+
 class GovernedHandler(DefaultRequestHandler):
     """The SDK's request handler with every call put through the governor first: policy for
     `SendMessage` (resource `a2a:<agent>/<skill>`), and one audit record per call."""
@@ -359,11 +414,16 @@ class GovernedHandler(DefaultRequestHandler):
         self._skill_of = skill_of
 
     async def _governed(
-        self, context: ServerCallContext, method: str, name: str | None, run: Callable[[], Awaitable[T]]
+        self,
+        context: ServerCallContext,
+        method: str,
+        name: str | None,
+        run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
     ) -> T:
         scope = context.state.get(SCOPE_KEY) or {}
         try:
-            return await self._governor.around(scope, method, name, None, run)
+            return await self._governor.around(scope, method, name, None, run, meta)
         except GatewayError as exc:
             raise to_a2a_error(exc) from None
 
@@ -372,10 +432,10 @@ class GovernedHandler(DefaultRequestHandler):
         scope = context.state.get(SCOPE_KEY) or {}
 
         async def run() -> Any:
-            await self._governor.check(scope, "SendMessage", skill, {})
+            await decide(self._governor, scope, skill, params.message, context)
             return await super(GovernedHandler, self).on_message_send(params, context)
 
-        return await self._governed(context, "SendMessage", skill, run)
+        return await self._governed(context, "SendMessage", skill, run, message_meta(params.message))
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -383,12 +443,14 @@ class GovernedHandler(DefaultRequestHandler):
         skill = self._skill_of(params.message)
         scope = context.state.get(SCOPE_KEY) or {}
 
-        async def decide() -> None:
-            await self._governor.check(scope, "SendMessage", skill, {})
+        async def decide_stream() -> None:
+            await decide(self._governor, scope, skill, params.message, context)
 
         # The decision is recorded (write-ahead) before the stream starts; its result record marks
         # the stream as opened. The task's end state is in the task store (GetTask).
-        await self._governed(context, "SendStreamingMessage", skill, decide)
+        await self._governed(
+            context, "SendStreamingMessage", skill, decide_stream, message_meta(params.message)
+        )
         async for event in super().on_message_send_stream(params, context):
             yield event
 

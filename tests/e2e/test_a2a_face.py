@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -390,3 +391,58 @@ async def test_multi_turn_with_an_agent_that_does_not_stream() -> None:
                 done = [e async for e in client.send_message(SendMessageRequest(message=answer))][-1].task
                 assert done.status.state == TaskState.TASK_STATE_COMPLETED
                 assert done.artifacts[-1].parts[0].text == "thanks, Grace"
+
+
+async def test_held_message_waits_in_auth_required_until_approved(tmp_path: Path) -> None:
+    """A rule with `approval: true` holds the message: the caller's task moves to AUTH_REQUIRED naming
+    the approval; once a human approves, the same message sent again on that task goes through."""
+    policy = {
+        "rules": [
+            {
+                "id": "echo-needs-a-human",
+                "effect": "permit",
+                "actions": ["SendMessage"],
+                "resources": ["a2a:helpdesk/echo"],
+                "approval": True,
+            }
+        ]
+    }
+    async with serve_agent() as downstream:
+        async with gateway(
+            a2a_agents=[
+                {
+                    "name": "helpdesk",
+                    "card_url": f"{downstream}/.well-known/agent-card.json",
+                    "allow_private_network": True,
+                }
+            ],
+            identity={"agents": [agent("caller", ["a2a/helpdesk"])], "admin_token": {"value": "adm"}},
+            policy=policy,
+            audit={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"},
+        ) as base:
+            held_face = Face(base, downstream, f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}")
+            client, http = await held_face.client(streaming=False)
+            async with aclosing(http):
+                first = message("echo approved", skill="echo")
+                held = [e async for e in client.send_message(SendMessageRequest(message=first))][-1].task
+                assert held.status.state == TaskState.TASK_STATE_AUTH_REQUIRED
+                note = held.status.message.parts[0].text
+                approval = re.search(r"apr_[\w-]+", note)[0]  # type: ignore[index]
+                async with httpx.AsyncClient(headers={"authorization": "Bearer adm"}) as admin:
+                    decided = await admin.post(
+                        f"{base}/admin/approvals/{approval}/approve", json={"approver": "alice"}
+                    )
+                assert decided.status_code == 200
+                again = message("echo approved", task_id=held.id, context_id=held.context_id, skill="echo")
+                again.metadata.update({"io.interlink/approval": approval})
+                done = [e async for e in client.send_message(SendMessageRequest(message=again))][-1].task
+                assert done.id == held.id and done.status.state == TaskState.TASK_STATE_COMPLETED
+                assert done.artifacts[-1].parts[0].text == "approved"
+            async with AuditStore.open(held_face.audit_url) as store:
+                records = [r.record() async for r in store.records("main")]
+    sends = [
+        (r["decision"]["effect"], r["decision"]["reason"], r["decision"].get("approval_id"))
+        for r in records
+        if r["event"] == "a2a.SendMessage"
+    ]
+    assert sends == [("deny", "approval_required", approval), ("allow", "approved", approval)]
