@@ -10,6 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx2
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -66,6 +67,22 @@ async def gateway(**settings: Any) -> AsyncIterator[str]:
     app = create_app(GatewaySettings(virtual_servers=virtuals, identity=identity, audit=audit, **settings))
     async with serve(app, sock) as url:
         yield url
+
+
+async def issued_token(
+    base: str, client_id: str, secret: str, resource: str, scope: str, *, resource_base: str | None = None
+) -> str:
+    """An access token from the gateway at `base` for `<resource_base or base>/<resource>` (e.g.
+    `mcp/desk`, `a2a/helpdesk`, `a2a`), by client credentials with HTTP Basic authentication."""
+    form = {
+        "grant_type": "client_credentials",
+        "resource": f"{resource_base or base}/{resource}",
+        "scope": scope,
+    }
+    async with httpx2.AsyncClient() as http:
+        answer = await http.post(f"{base}/oauth2/token", data=form, auth=(client_id, secret))
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
 
 
 def bound_socket() -> socket.socket:

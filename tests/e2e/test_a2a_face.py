@@ -5,7 +5,6 @@ multi-turn, cancel, per-caller task isolation, policy on skills, audit records, 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import uuid
@@ -35,7 +34,7 @@ from google.protobuf import struct_pb2
 
 from gateway.audit import AuditStore
 from tests.a2a_py_agent import serve_agent
-from tests.support import bound_socket, gateway
+from tests.support import bound_socket, gateway, issued_token
 
 SECRET = "a2a-face-secret"
 POLICY = {
@@ -77,13 +76,7 @@ class Face:
     async def token(
         self, client_id: str = "caller", resource: str = "a2a/helpdesk", scope: str = "a2a"
     ) -> str:
-        basic = base64.b64encode(f"{client_id}:{SECRET}".encode()).decode()
-        form = {"grant_type": "client_credentials", "resource": f"{self.base}/{resource}", "scope": scope}
-        async with httpx.AsyncClient() as http:
-            answer = await http.post(
-                f"{self.base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-            )
-        return str(answer.json()["access_token"])
+        return await issued_token(self.base, client_id, SECRET, resource, scope)
 
     async def client(
         self, client_id: str = "caller", *, streaming: bool = True
@@ -315,14 +308,7 @@ async def test_two_replicas_share_tasks_through_postgres() -> None:
             gateway(**common, audit={"database_url": "sqlite+aiosqlite:///:memory:", "log_id": "a"}) as a,
             gateway(**common, audit={"database_url": "sqlite+aiosqlite:///:memory:", "log_id": "b"}) as b,
         ):
-            basic = base64.b64encode(f"caller:{SECRET}".encode()).decode()
-            form = {"grant_type": "client_credentials", "resource": f"{public}/a2a/helpdesk", "scope": "a2a"}
-            async with httpx.AsyncClient() as http:
-                token = (
-                    await http.post(
-                        f"{a}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-                    )
-                ).json()["access_token"]
+            token = await issued_token(a, "caller", SECRET, "a2a/helpdesk", "a2a", resource_base=public)
 
             def replica(base: str) -> tuple[Any, httpx.AsyncClient]:
                 http = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)

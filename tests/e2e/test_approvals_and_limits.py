@@ -4,7 +4,6 @@ shared through Redis), through the real gateway; every step lands in the audit t
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import uuid
@@ -21,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.audit import AuditStore
 from gateway.cli import main
-from tests.support import bound_socket, gateway, hold
+from tests.support import bound_socket, gateway, hold, issued_token
 
 SECRET = "approval-test-secret"
 ADMIN = "approval-admin-token"
@@ -68,13 +67,7 @@ class Desk:
 
 
 async def token(base: str) -> str:
-    basic = base64.b64encode(f"clerk:{SECRET}".encode()).decode()
-    form = {"grant_type": "client_credentials", "resource": f"{base}/mcp/desk", "scope": "mcp"}
-    async with httpx2.AsyncClient() as http:
-        answer = await http.post(
-            f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-        )
-    return str(answer.json()["access_token"])
+    return await issued_token(base, "clerk", SECRET, "mcp/desk", "mcp")
 
 
 def config_for(tmp_path: Path, **extra: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ and nothing reaches the upstream; the `interlink audit` commands read and verify
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import sqlite3
@@ -27,7 +26,7 @@ from gateway.audit import AuditStore
 from gateway.cli import main
 from tests import upstream_server
 from tests.e2e.test_policy_enforcement import POLICY, SECRET
-from tests.support import gateway, hold, serve
+from tests.support import gateway, hold, issued_token, serve
 
 CANARY = "canary-title-7f3a"
 
@@ -89,13 +88,8 @@ async def desk(tmp_path: Path) -> AsyncIterator[Desk]:
             policy=POLICY,
             audit=audit,
         ) as base:
-            basic = base64.b64encode(f"clerk:{SECRET}".encode()).decode()
-            form = {"grant_type": "client_credentials", "resource": f"{base}/mcp/desk", "scope": "mcp"}
-            async with httpx2.AsyncClient() as http:
-                answer = await http.post(
-                    f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-                )
-            yield Desk(base, recorder, url, config, answer.json()["access_token"])
+            token = await issued_token(base, "clerk", SECRET, "mcp/desk", "mcp")
+            yield Desk(base, recorder, url, config, token)
 
 
 def client(desk: Desk, mode: str = "auto") -> Any:

@@ -3,7 +3,6 @@ call is refused with reason policy_denied naming the rule and never reaches the 
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from mcp.shared.exceptions import MCPError
 
 from tests import upstream_server
 from tests.e2e.test_identity import RecordingApp
-from tests.support import gateway, hold, serve
+from tests.support import gateway, hold, issued_token, serve
 
 SECRET = "policy-test-secret"
 POLICY = {
@@ -74,12 +73,7 @@ async def desk() -> AsyncIterator[tuple[str, RecordingApp]]:
 @pytest.fixture(params=["auto", "legacy"])
 async def clerk(request: pytest.FixtureRequest, desk: tuple[str, RecordingApp]) -> AsyncIterator[Client]:
     base, _recorder = desk
-    basic = base64.b64encode(f"clerk:{SECRET}".encode()).decode()
-    form = {"grant_type": "client_credentials", "resource": f"{base}/mcp/desk", "scope": "mcp"}
-    async with httpx2.AsyncClient() as http:
-        token = (
-            await http.post(f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"})
-        ).json()
+    token = {"access_token": await issued_token(base, "clerk", SECRET, "mcp/desk", "mcp")}
     auth = httpx2.AsyncClient(headers={"authorization": f"Bearer {token['access_token']}"})
     async with (
         auth,

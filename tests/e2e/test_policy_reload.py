@@ -5,7 +5,6 @@ the precise problem, the previous one stays active, and every change is in the a
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from gateway.audit import AuditStore
-from tests.support import gateway, hold
+from tests.support import gateway, hold, issued_token
 
 SECRET = "reload-test-secret"
 ADMIN = "reload-admin-token"
@@ -71,14 +70,7 @@ async def desk(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         policy_reload_interval_s=request.param,
         audit={"database_url": audit_url, "checkpoint_key_file": str(tmp_path / "key.pem")},
     ) as base:
-        basic = base64.b64encode(f"clerk:{SECRET}".encode()).decode()
-        form = {"grant_type": "client_credentials", "resource": f"{base}/mcp/desk", "scope": "mcp"}
-        async with httpx2.AsyncClient() as http:
-            token = (
-                await http.post(
-                    f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-                )
-            ).json()["access_token"]
+        token = await issued_token(base, "clerk", SECRET, "mcp/desk", "mcp")
         auth = httpx2.AsyncClient(headers={"authorization": f"Bearer {token}"})
         async with auth, hold(Client(streamable_http_client(f"{base}/mcp/desk", http_client=auth))) as c:
             yield Desk(base, policy_file, audit_url, c)
