@@ -18,16 +18,28 @@ A2A 1.0) with its card, rewritten to point at Interlink, at `/a2a/<name>/.well-k
   `a2a:<agent>/<skill>`: the skill named in the message's `metadata.skill`, else the card's only
   skill, else `*` (only a wildcard rule permits a message that names no skill). Every call is
   recorded (`a2a.<Method>`), a message write-ahead before it is forwarded.
+* **Push notifications.** A caller registers a webhook for its task (`CreateTaskPushNotificationConfig`
+  or `SendMessage.configuration.task_push_notification_config`); Interlink itself POSTs every
+  update of that task to it, with the caller's `X-A2A-Notification-Token`. No webhook is registered
+  downstream: Interlink follows every downstream task to a terminal or interrupted state and relays
+  each event into the caller's task, so its own handler sees every update (and the downstream never
+  learns the caller's URL or token). Webhook URLs are hostile input (SSRF): https and public
+  addresses only unless the agent's `allow_private_webhooks`, checked when registered and again on
+  every connection against the address connected to, no redirects, bounded time
+  (`gateway/fetch.py`). Configs live in the gateway database (`interlink_a2a_push_configs`, shared by
+  replicas), owned like tasks, encrypted with the Fernet key of `a2a_push.key_file`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,11 +49,16 @@ from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
-from a2a.server.models import create_task_model
+from a2a.server.models import create_push_notification_config_model, create_task_model
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from a2a.server.routes.common import DefaultServerCallContextBuilder
-from a2a.server.tasks import DatabaseTaskStore
+from a2a.server.tasks import (
+    BasePushNotificationSender,
+    DatabasePushNotificationConfigStore,
+    DatabaseTaskStore,
+)
+from a2a.server.tasks.push_notification_sender import PushNotificationEvent
 from a2a.types import (
     AgentCard,
     AgentInterface,
@@ -57,6 +74,8 @@ from a2a.types import (
     Task,
     TaskState,
 )
+from a2a.utils.errors import InvalidParamsError
+from cryptography.fernet import Fernet
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase
@@ -86,7 +105,7 @@ from gateway import __version__
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.enforce import Governor
 from gateway.errors import GatewayError, UpstreamUnavailable
-from gateway.fetch import FetchError, fetch_json
+from gateway.fetch import WEBHOOK_TIMEOUT_S, FetchError, check_webhook_url, fetch_json, webhook_client
 from gateway.settings import (
     A2ARouteSettings,
     InterlinkTokenAuth,
@@ -308,20 +327,92 @@ TASK_TABLE: Final = "interlink_a2a_tasks"
 _task_models: dict[str, type] = {}
 
 
-def task_store(engine: AsyncEngine, agent: str) -> DatabaseTaskStore:
-    """The tasks of one proxied agent: one table for all agents, each task owned by
-    `<agent>/<caller client id>`, so a caller sees only its own tasks and only on that agent."""
-
+def _owner(agent: str) -> Callable[[ServerCallContext], str]:
     def owner(context: ServerCallContext) -> str:
         principal = _principal(context)
         return f"{agent}/{principal.client_id if principal else '-anonymous-'}"
 
-    store = DatabaseTaskStore(engine, owner_resolver=owner)
+    return owner
+
+
+def task_store(engine: AsyncEngine, agent: str) -> DatabaseTaskStore:
+    """The tasks of one proxied agent: one table for all agents, each task owned by
+    `<agent>/<caller client id>`, so a caller sees only its own tasks and only on that agent."""
+    store = DatabaseTaskStore(engine, owner_resolver=_owner(agent))
     model = _task_models.get(TASK_TABLE)
     if model is None:  # the SDK builds a mapped class per call: build ours once per process
         model = _task_models[TASK_TABLE] = create_task_model(TASK_TABLE, base=_TaskBase)
     store.task_model = model
     return store
+
+
+PUSH_TABLE: Final = "interlink_a2a_push_configs"
+
+
+def push_store(engine: AsyncEngine, agent: str, key: bytes) -> DatabasePushNotificationConfigStore:
+    """The callers' webhook configs for one agent's tasks, owned like the tasks; the stored config
+    (URL, token, credentials) is encrypted with `key`."""
+    store = DatabasePushNotificationConfigStore(engine, encryption_key=key, owner_resolver=_owner(agent))
+    model = _task_models.get(PUSH_TABLE)
+    if model is None:
+        model = _task_models[PUSH_TABLE] = create_push_notification_config_model(PUSH_TABLE, base=_TaskBase)
+    store.config_model = model
+    return store
+
+
+def push_key(path: Path | None) -> bytes:
+    """The Fernet key of the push configs: read from `path`, or created there (mode 0600) on first
+    start; without a path (an in-memory database) a throw-away key."""
+    if path is None:
+        return Fernet.generate_key()
+    if path.is_file():
+        return path.read_bytes().strip()
+    key = Fernet.generate_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    log.info("a2a_push_key_created", path=str(path))
+    return key
+
+
+def webhook_rule(allow_private: bool) -> Callable[[str], Awaitable[bool]]:
+    """The check of a caller's webhook URL when it is registered: a refusal is an invalid-params
+    error that says why (nothing is sent to the URL)."""
+
+    async def check(url: str) -> bool:
+        try:
+            await check_webhook_url(url, allow_private=allow_private)
+        except FetchError as exc:
+            raise InvalidParamsError(message=f"webhook URL refused: {exc}") from None
+        return True
+
+    return check
+
+
+class WebhookSender(BasePushNotificationSender):
+    """Posts each update of a task to its callers' webhooks, best effort: the URL re-checked before
+    each delivery (and each connection by the client), the whole delivery bounded in time."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, store: DatabasePushNotificationConfigStore, *, allow_private: bool
+    ) -> None:
+        async def acceptable(url: str) -> bool:
+            try:
+                await check_webhook_url(url, allow_private=allow_private)
+            except FetchError as exc:
+                log.warning("a2a_webhook_refused", problem=str(exc))
+                return False
+            return True
+
+        super().__init__(http, store, push_url_validator=acceptable)
+
+    async def send_notification(self, task_id: str, event: PushNotificationEvent) -> None:
+        try:
+            async with asyncio.timeout(2 * WEBHOOK_TIMEOUT_S):
+                await super().send_notification(task_id, event)
+        except TimeoutError:
+            log.warning("a2a_webhook_timeout", task_id=task_id)
 
 
 class FaceHandler(GovernedHandler):
@@ -382,8 +473,12 @@ class A2AFace:
         public_url: str,
         max_body_bytes: int,
         routes: Sequence[A2ARouteSettings] = (),
+        *,
+        push_key_file: Path | None = None,
     ) -> None:
         self._identity = identity
+        self._push_key_file = push_key_file
+        self._webhooks: list[httpx.AsyncClient] = []
         self._max_body_bytes = max_body_bytes
         self._public_url = public_url
         self.agents = {a.name: RemoteAgent(a, identity) for a in agents}
@@ -396,14 +491,23 @@ class A2AFace:
         self._refresher: asyncio.Task[None] | None = None
 
     async def start(self, engine: AsyncEngine) -> None:
+        key = push_key(self._push_key_file) if self.agents else b""
         for name, agent in self.agents.items():
             await agent.load_card()
             store = task_store(engine, name)
             await store.initialize()
+            configs = push_store(engine, name, key)
+            await configs.initialize()
+            allow_private = agent.settings.allow_private_webhooks
+            http = webhook_client(allow_private=allow_private)
+            self._webhooks.append(http)
             handler = FaceHandler(
                 ProxyExecutor(agent),
                 store,
                 self.card_for_callers(name),
+                push_config_store=configs,
+                push_sender=WebhookSender(http, configs, allow_private=allow_private),
+                push_url_validator=webhook_rule(allow_private),
                 governor=self._governors[name],
                 skill_of=agent.skill_of,
                 agent=agent,
@@ -439,6 +543,8 @@ class A2AFace:
             self._refresher.cancel()
         for agent in self.agents.values():
             await agent.close()
+        for http in self._webhooks:
+            await http.aclose()
 
     async def _refresh_cards(self) -> None:
         while True:
@@ -570,7 +676,7 @@ class A2AFace:
         card.ClearField("security_schemes")
         del card.security_requirements[:]
         card.ClearField("documentation_url")
-        card.capabilities.push_notifications = False
+        card.capabilities.push_notifications = True  # Interlink delivers them itself (see above)
         card.capabilities.extended_agent_card = False
         if not agent.settings.public:
             _secure(card, self._public_url, agent.settings.required_scopes)

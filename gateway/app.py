@@ -97,6 +97,7 @@ def create_app(
         settings.public_url,
         settings.limits.max_body_bytes,
         settings.a2a_routes,
+        push_key_file=settings.a2a_push.key_path(settings.identity.database_url),
     )
     policies = PolicyManager(
         settings, [*governors.values(), *a2a_governors.values()], config_path=config_path, audit=audit

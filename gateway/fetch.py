@@ -1,16 +1,22 @@
-"""Fetching a document from a URL someone else controls (a trusted issuer's JWKS today; agent
-cards and webhooks later), treating the URL as hostile: https only, public addresses only (unless
-the operator allows private networks), no redirects, bounded size and time."""
+"""Fetching a document from, or posting a webhook to, a URL someone else controls (a trusted
+issuer's JWKS, agent cards, A2A push-notification webhooks), treating the URL as hostile: https
+only, public addresses only (unless the operator allows private networks), no redirects, bounded
+size and time. Webhooks are checked when registered and again on every connection, against the
+very address connected to (`webhook_client`), so a name that re-resolves elsewhere (DNS
+rebinding) is refused."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
 import socket
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import anyio
+import httpcore
+import httpx
 import httpx2
 
 MAX_DOCUMENT_BYTES: Final = 256 * 1024
@@ -62,9 +68,90 @@ async def _require_public(host: str, port: int) -> None:
         infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise FetchError("the host name does not resolve") from None
+    _public_addresses(infos)
+
+
+def _public_addresses(infos: Sequence[tuple[Any, ...]]) -> list[str]:
+    """The resolved addresses, if every one of them is public; else FetchError."""
+    addresses = []
     for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        text = str(info[4][0])
+        address = ipaddress.ip_address(text.split("%")[0])
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         if not address.is_global or address.is_multicast:
             raise FetchError("the host resolves to a private, loopback or reserved address")
+        addresses.append(text)
+    return addresses
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+WEBHOOK_TIMEOUT_S: Final = 10.0
+
+
+async def check_webhook_url(url: str, *, allow_private: bool = False) -> None:
+    """Raise FetchError unless `url` may receive webhooks: https (http too when `allow_private`), a
+    host and no credentials, and (unless `allow_private`) only public addresses behind the host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError("not a valid URL") from None
+    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+        raise FetchError("only https webhook URLs are accepted")
+    if not parts.hostname or parts.username or parts.password:
+        raise FetchError("the URL needs a host and no credentials")
+    if not allow_private:
+        await _require_public(parts.hostname, port)
+
+
+class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """Resolves each connection's host once, refuses it unless every address is public, and
+    connects to the address it checked (TLS still verifies the host name)."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            raise httpcore.ConnectError("the webhook host does not resolve") from None
+        try:
+            address = _public_addresses(infos)[0]
+        except FetchError as exc:
+            raise httpcore.ConnectError(str(exc)) from None
+        return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks are not sent to unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def webhook_client(*, allow_private: bool = False) -> httpx.AsyncClient:
+    """An HTTP client (the `httpx` the A2A SDK takes) for posting webhooks: no redirects, no proxy
+    from the environment, `WEBHOOK_TIMEOUT_S` per request, and unless `allow_private` every
+    connection re-checked against the address it is made to."""
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    if not allow_private:
+        transport._pool = httpcore.AsyncConnectionPool(  # the one seam httpx offers for this
+            ssl_context=httpx.create_ssl_context(), network_backend=_PublicOnlyBackend()
+        )
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(WEBHOOK_TIMEOUT_S, connect=5.0),
+    )

@@ -218,6 +218,9 @@ class RemoteAgentSettings(_Model):
     """Consecutive failures that open the circuit: calls fail at once (`/readyz`: circuit_open)."""
     circuit_cooldown_s: float = Field(30.0, gt=0)
     """How long the circuit stays open before one trial call is let through."""
+    allow_private_webhooks: bool = False
+    """Accept http and private/loopback push-notification (webhook) URLs from this agent's callers
+    (development only); otherwise https and public addresses only, re-checked on every delivery."""
 
     @model_validator(mode="after")
     def _one_card(self) -> RemoteAgentSettings:
@@ -387,6 +390,27 @@ def sa_database(url: str) -> str | None:
     return make_url(url).database
 
 
+class A2APushSettings(_Model):
+    """Push notifications of the A2A face: callers' webhook configs live in the identity database,
+    their token and credentials encrypted (Fernet) with a key kept apart from that database."""
+
+    key_file: Path | None = None
+    """The Fernet key, created on first start with mode 0600. Default: `a2a-push-key` beside the
+    identity SQLite file (or in `interlink-data/`); a throw-away key for an in-memory database.
+    Replicas sharing one database must share this file."""
+
+    def key_path(self, database_url: str) -> Path | None:
+        """Where the key lives; None for an in-memory identity database (a throw-away key)."""
+        if self.key_file is not None:
+            return self.key_file
+        if database_url.startswith("sqlite"):
+            database = sa_database(database_url)
+            if database in (None, "", ":memory:"):
+                return None
+            return Path(database or ".").parent / "a2a-push-key"
+        return Path("interlink-data") / "a2a-push-key"
+
+
 class LoggingSettings(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -408,6 +432,7 @@ class GatewaySettings(BaseSettings):
     a2a_routes: list[A2ARouteSettings] = []
     """Routing for the aggregate endpoint `/a2a` (first matching rule wins; without one, the agents
     whose card offers the skill, in the order above)."""
+    a2a_push: A2APushSettings = Field(default_factory=A2APushSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""

@@ -1,5 +1,6 @@
 """The A2A face's moving parts: a proxy executor that relays a task to a downstream agent, a request
-handler that puts each call through the gateway's governor, and our errors on the A2A wire.
+handler that puts each call (push-notification configs included) through the gateway's governor,
+and our errors on the A2A wire.
 
 Ids: the gateway's task id is generated before the downstream sees the message, and a client cannot
 choose a downstream task id, so the pair (downstream task id, context id) is kept in the gateway
@@ -470,4 +471,38 @@ class GovernedHandler(DefaultRequestHandler):
     async def on_list_tasks(self, params: Any, context: ServerCallContext) -> Any:
         return await self._governed(
             context, "ListTasks", None, lambda: super(GovernedHandler, self).on_list_tasks(params, context)
+        )
+
+    # Push-notification configs: owner-scoped by the store; creation and deletion are recorded.
+
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            "CreateTaskPushNotificationConfig",
+            params.task_id,
+            lambda: super(GovernedHandler, self).on_create_task_push_notification_config(params, context),
+        )
+
+    async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            "GetTaskPushNotificationConfig",
+            params.task_id,
+            lambda: super(GovernedHandler, self).on_get_task_push_notification_config(params, context),
+        )
+
+    async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            "ListTaskPushNotificationConfigs",
+            params.task_id,
+            lambda: super(GovernedHandler, self).on_list_task_push_notification_configs(params, context),
+        )
+
+    async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            "DeleteTaskPushNotificationConfig",
+            params.task_id,
+            lambda: super(GovernedHandler, self).on_delete_task_push_notification_config(params, context),
         )
