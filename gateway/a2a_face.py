@@ -103,6 +103,7 @@ from adapters.a2a.proxy import (
 from adapters.mcp.guard import McpRequestGuard, send_error
 from gateway import __version__
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
+from gateway.card_signing import CardSignatureError, verify_card
 from gateway.enforce import Governor
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.fetch import WEBHOOK_TIMEOUT_S, FetchError, check_webhook_url, fetch_json, webhook_client
@@ -215,6 +216,12 @@ class RemoteAgent:
                 url = self.settings.card_url or ""
                 document = await fetch_json(url, allow_private=self.settings.allow_private_network)
                 card = parse_card(document, origin=_origin(url))
+            if self.settings.card_jwks is not None:
+                verify_card(card, self.settings.card_jwks, self.settings.card_signature_algorithms)
+        except CardSignatureError as exc:
+            self.status.state, self.status.last_error = "card_error", f"card signature: {exc}"
+            log.warning("a2a_card_signature_refused", agent=self.name, problem=str(exc))
+            return
         except (FetchError, CardError) as exc:
             self.status.state, self.status.last_error = "card_error", str(exc)
             log.warning("a2a_card_refused", agent=self.name, problem=str(exc))

@@ -203,6 +203,10 @@ class RemoteAgentSettings(_Model):
     """Or the card inline (A2A 1.0 JSON)."""
     allow_private_network: bool = False
     """Allow http and private/loopback addresses for the card and the agent (development only)."""
+    card_jwks: dict[str, Any] | None = None
+    """Public keys (a JWK Set) the card must be signed with (A2A card `signatures`); a card without a
+    valid signature by one of them is refused. A signature's `jku` is never followed."""
+    card_signature_algorithms: list[str] = ["ES256", "ES384", "EdDSA", "RS256", "PS256"]
     headers: dict[str, str | SecretRef] = {}
     """Headers sent to the agent on every request (API keys from `{env: NAME}` or `{file: PATH}`)."""
     auth: UpstreamAuth | None = None

@@ -78,3 +78,29 @@ def test_hs256_is_refused_even_when_asked_for() -> None:
 def test_unusable_key_set_is_reported() -> None:
     with pytest.raises(CardSignatureError, match="not a usable JWK Set"):
         verify_card(card(), {"keys": [{"kty": "nope"}]})
+
+
+async def test_gateway_refuses_an_agent_whose_card_signature_fails() -> None:
+    """Wired into card loading: a signed card passes; the same card edited after signing leaves the
+    agent `card_error` in /readyz, and its calls never reach it."""
+    import httpx
+    from google.protobuf.json_format import MessageToDict
+
+    from tests.support import gateway
+
+    private, public = keypair("k1")
+    good = MessageToDict(signed(private, "k1"))
+    bad = MessageToDict(signed(private, "k1"))
+    bad["description"] = "edited after signing"
+    agents = [
+        {"name": "good", "card": good, "card_jwks": {"keys": [public]}, "public": True},
+        {"name": "bad", "card": bad, "card_jwks": {"keys": [public]}, "public": True},
+    ]
+    async with gateway(a2a_agents=agents) as base:
+        async with httpx.AsyncClient() as http:
+            ready = (await http.get(f"{base}/readyz")).json()
+    states = {a["name"]: (a["state"], a["last_error"]) for a in ready["a2a_agents"]}
+    assert states["good"] == ("ready", None)
+    assert states["bad"][0] == "card_error" and states["bad"][1].startswith(
+        "card signature: no valid signature"
+    )
