@@ -341,6 +341,11 @@ def _stamp_status(status: TaskStatus, task_id: str, context_id: str) -> None:
 
 async def fail_task(queue: EventQueue, context: RequestContext, text: str) -> None:
     """End the caller's task FAILED with a safe explanation (no downstream URL or token)."""
+    await _settle(queue, context, text, held=False)
+
+
+async def _settle(queue: EventQueue, context: RequestContext, text: str, *, held: bool) -> None:
+    """Put the caller's task (created now if the agent never answered) in its end or waiting state."""
     from a2a.helpers import new_task, new_text_message
     from a2a.server.tasks import TaskUpdater
 
@@ -351,7 +356,8 @@ async def fail_task(queue: EventQueue, context: RequestContext, text: str) -> No
             new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
         )
     updater = TaskUpdater(queue, task_id, context_id)
-    await updater.failed(new_text_message(text, context_id=context_id, task_id=task_id))
+    message = new_text_message(text, context_id=context_id, task_id=task_id)
+    await (updater.requires_auth(message) if held else updater.failed(message))
 
 
 # -- governed request handling ---------------------------------------------------------------------
@@ -390,17 +396,7 @@ async def decide(
 
 async def hold_task(queue: EventQueue, context: RequestContext, text: str) -> None:
     """Answer a held call: the caller's task waits in AUTH_REQUIRED with the approval to retry with."""
-    from a2a.helpers import new_task, new_text_message
-    from a2a.server.tasks import TaskUpdater
-
-    task_id, context_id = context.task_id or "", context.context_id or ""
-    if context.current_task is None:
-        history = [context.message] if context.message is not None else []
-        await queue.enqueue_event(
-            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED, history=history)
-        )
-    updater = TaskUpdater(queue, task_id, context_id)
-    await updater.requires_auth(new_text_message(text, context_id=context_id, task_id=task_id))
+    await _settle(queue, context, text, held=True)
 
 
 class GovernedHandler(DefaultRequestHandler):
