@@ -46,6 +46,7 @@ from a2a.utils.errors import (
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 
+from adapters.governance import CallGovernor
 from gateway.errors import GatewayError
 
 log = structlog.get_logger(__name__)
@@ -59,27 +60,8 @@ SKILL_KEY: Final = "skill"
 """Message `metadata` key naming the skill a message is for (policy resource `a2a:<agent>/<skill>`)."""
 
 
-class Governor(Protocol):
-    """The gateway's policy and audit seam (the same object the MCP face uses)."""
-
-    async def check(
-        self,
-        scope: Mapping[str, Any],
-        action: str,
-        name: str,
-        args: Mapping[str, Any],
-        definition: Any = None,
-    ) -> None: ...
-
-    async def around(
-        self,
-        scope: Mapping[str, Any],
-        method: str,
-        name: str | None,
-        args: Mapping[str, Any] | None,
-        run: Callable[[], Awaitable[T]],
-        meta: Mapping[str, Any] | None = None,
-    ) -> T: ...
+Governor = CallGovernor
+"""The gateway's policy and audit seam, the same object the MCP face uses."""
 
 
 # -- our errors on the A2A wire --------------------------------------------------------------------

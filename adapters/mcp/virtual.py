@@ -66,6 +66,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import TypeAdapter
 
+from adapters.governance import CallGovernor
 from adapters.mcp.errors import to_mcp_error
 from adapters.mcp.guard import McpRequestGuard
 from adapters.mcp.naming import Namespacing, Origin, ToolSelection, expose, split
@@ -120,38 +121,17 @@ class _FederatingServer(Server[Any]):
         return super().create_initialization_options(options, experimental_capabilities, extensions)
 
 
-class Governor(Protocol):
-    """The gateway's policy and audit seam. `around` wraps each governed request (it may refuse it,
-    and records it); `check` raises PolicyDenied for a call the caller may not make (`definition` is
-    the upstream's tool definition, for tool calls); `shows` says whether a listed item may be shown.
-    `scope` is the ASGI scope of the request (the authenticated caller travels in it). Tool pinning:
-    `pinned` says whether an upstream's tool may be served as defined now, for every caller; `admit`
-    raises ToolNotApproved when not (named `name`, as the caller called it)."""
-
-    async def check(
-        self,
-        scope: Mapping[str, Any],
-        action: str,
-        name: str,
-        args: Mapping[str, Any],
-        definition: Any = None,
-    ) -> None: ...
+class Governor(CallGovernor, Protocol):
+    """The MCP face's view of the gateway's policy and audit (see `adapters.governance`), plus:
+    `shows` says whether a listed item may be shown; tool pinning: `pinned` says whether an
+    upstream's tool may be served as defined now, for every caller; `admit` raises ToolNotApproved
+    when not (named `name`, as the caller called it)."""
 
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool: ...
 
     async def pinned(self, upstream: str, tool: Tool) -> bool: ...
 
     async def admit(self, name: str, upstream: str, tool: Tool) -> None: ...
-
-    async def around(
-        self,
-        scope: Mapping[str, Any],
-        method: str,
-        name: str | None,
-        args: Mapping[str, Any] | None,
-        run: Callable[[], Awaitable[T]],
-        meta: Mapping[str, Any] | None = None,
-    ) -> T: ...
 
 
 UNGOVERNED: Final = frozenset({"subscriptions/listen"})

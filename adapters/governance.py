@@ -1,0 +1,36 @@
+"""The seam every protocol adapter calls the gateway's policy and audit through (implemented by
+`gateway.enforce.Governor`); adapters never import the gateway beyond its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class CallGovernor(Protocol):
+    """`around` wraps each governed request: it may refuse it (fail closed when the audit trail
+    cannot record), runs it, and records it. `check` decides one call against the policy and raises
+    the gateway's refusal (PolicyDenied, ApprovalRequired, RateLimited...) when it may not be made;
+    an allowed call with effects is recorded write-ahead. `scope` is the request's ASGI scope (the
+    authenticated caller travels in it); `meta` its protocol metadata (an approval id on a retry)."""
+
+    async def check(
+        self,
+        scope: Mapping[str, Any],
+        action: str,
+        name: str,
+        args: Mapping[str, Any],
+        definition: Any = None,
+    ) -> None: ...
+
+    async def around(
+        self,
+        scope: Mapping[str, Any],
+        method: str,
+        name: str | None,
+        args: Mapping[str, Any] | None,
+        run: Callable[[], Awaitable[T]],
+        meta: Mapping[str, Any] | None = None,
+    ) -> T: ...
