@@ -432,3 +432,30 @@ async def test_held_message_waits_in_auth_required_until_approved(tmp_path: Path
         if r["event"] == "a2a.SendMessage"
     ]
     assert sends == [("deny", "approval_required", approval), ("allow", "approved", approval)]
+
+
+async def test_list_and_subscribe_through_the_face(face: Face) -> None:
+    """ListTasks shows a caller its own tasks only; SubscribeToTask follows a running task's events."""
+    from a2a.types import ListTasksRequest, SubscribeToTaskRequest
+
+    mine, http = await face.client("caller")
+    blocking, http3 = await face.client("caller", streaming=False)
+    theirs, http2 = await face.client("other", streaming=False)
+    async with aclosing(http), aclosing(http2), aclosing(http3):
+        done = [e async for e in mine.send_message(SendMessageRequest(message=message("echo listed")))]
+        listed = await mine.list_tasks(ListTasksRequest())
+        assert done[0].task.id in {t.id for t in listed.tasks}
+        assert done[0].task.id not in {t.id for t in (await theirs.list_tasks(ListTasksRequest())).tasks}
+
+        request = SendMessageRequest(
+            message=message("stream 20"), configuration=SendMessageConfiguration(return_immediately=True)
+        )
+        started = [e async for e in blocking.send_message(request)]
+        task_id = started[0].task.id
+        async with asyncio.timeout(15):
+            events = [e async for e in mine.subscribe(SubscribeToTaskRequest(id=task_id))]
+        kinds = [e.WhichOneof("payload") for e in events]
+        assert "artifact_update" in kinds or "status_update" in kinds
+        final = await mine.get_task(GetTaskRequest(id=task_id))
+        assert final.status.state == TaskState.TASK_STATE_COMPLETED
+        assert [p.text for p in final.artifacts[0].parts] == [f"chunk {i}" for i in range(1, 21)]
