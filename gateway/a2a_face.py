@@ -310,10 +310,10 @@ class RemoteAgent:
             await self._http.aclose()
 
     def skill_of(self, message: Message) -> str:
-        if SKILL_KEY in message.metadata:
-            value = message.metadata[SKILL_KEY]
-            if isinstance(value, str) and value:
-                return str(value)
+        """The message's `metadata.skill`, else the card's only skill, else `*`."""
+        named = _skill_name(message)
+        if named != "*":
+            return named
         if self.card is not None and len(self.card.skills) == 1:
             return str(self.card.skills[0].id)
         return "*"
@@ -392,6 +392,9 @@ class CoalescingTaskStore(DatabaseTaskStore):
 
     def _drop_pending(self, key: tuple[str, str]) -> None:
         self._pending.pop(key, None)
+        self._cancel_timer(key)
+
+    def _cancel_timer(self, key: tuple[str, str]) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -413,16 +416,11 @@ class CoalescingTaskStore(DatabaseTaskStore):
     async def flush_all(self) -> None:
         """Write every pending state (shutdown)."""
         for key in list(self._pending):
-            self._drop_pending_timer(key)
+            self._cancel_timer(key)
             await self._flush(key)
         for flush in list(self._flushes):
             with suppress(Exception):
                 await flush
-
-    def _drop_pending_timer(self, key: tuple[str, str]) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
 
 
 PROGRESS_FLUSH_S: Final = 0.5
@@ -521,10 +519,7 @@ class FaceHandler(GovernedHandler):
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
         async def run() -> Any:
             found = await self._store.get(params.id, context)  # owner-scoped: others' tasks are not found
-            if found is not None and found.status.state not in TERMINAL_TASK_STATES:
-                downstream = _mapping(found).get("task_id")
-                if downstream:
-                    await cancel_downstream(self._agent, downstream, context)
+            await cancel_downstream(self._agent, found, context)
             return await DefaultRequestHandler.on_cancel_task(self, params, context)
 
         return await self._governed(context, "CancelTask", params.id, run)
@@ -993,21 +988,21 @@ class RouterHandler(DefaultRequestHandler):
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
         async def run() -> Any:
             found = await self._store.get(params.id, context)
-            name = _routed_agent(found)
-            if (
-                found is not None
-                and name in self._face.agents
-                and found.status.state not in TERMINAL_TASK_STATES
-            ):
-                downstream = _mapping(found).get("task_id")
-                if downstream:
-                    await cancel_downstream(self._face.agents[name], downstream, context)
+            agent = self._face.agents.get(_routed_agent(found))
+            if agent is not None:
+                await cancel_downstream(agent, found, context)
             return await DefaultRequestHandler.on_cancel_task(self, params, context)
 
         return await self._governed(context, ROUTER, "CancelTask", params.id, run)
 
 
-async def cancel_downstream(agent: RemoteAgent, task_id: str, context: ServerCallContext) -> None:
+async def cancel_downstream(agent: RemoteAgent, task: Task | None, context: ServerCallContext) -> None:
+    """Ask `agent` to cancel its side of the caller's `task`, if the task still runs there (the SDK
+    reaches the proxy executor only on the replica running it; another replica only records
+    CANCELED). Best effort: the caller's task is canceled regardless."""
+    task_id = _mapping(task).get("task_id") if task is not None else None
+    if task is None or not task_id or task.status.state in TERMINAL_TASK_STATES:
+        return
     try:
         call = await agent.call_context_for(context)
         async with asyncio.timeout(agent.timeout_s):

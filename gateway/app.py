@@ -29,7 +29,7 @@ from gateway import __version__
 from gateway.a2a_face import A2AFace
 from gateway.admin_api import admin_routes
 from gateway.approvals import Approvals
-from gateway.audit import Actor, AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Event, Outcome, Target
+from gateway.audit import Actor, AuditLog, AuditStore, DecisionInfo, Event, Outcome, Target, signer_for
 from gateway.auth import PRINCIPAL, Identity
 from gateway.enforce import Governor
 from gateway.pins import ToolPins
@@ -262,12 +262,10 @@ class McpEndpoint:
 def audit_log(settings: GatewaySettings, clock: Callable[[], float] = time.time) -> AuditLog:
     """The process's audit log (its store is opened by the app's lifespan)."""
     config = settings.audit
-    key_file = config.key_file()
-    signer = CheckpointSigner.from_file(key_file) if key_file else CheckpointSigner.ephemeral()
     return AuditLog(
         None,
         config.log_id,
-        signer,
+        signer_for(config.key_file()),
         instance=config.log_id,
         checkpoint_every=config.checkpoint_every,
         checkpoint_interval_s=config.checkpoint_interval_s,

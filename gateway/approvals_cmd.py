@@ -19,11 +19,9 @@ from typing import Any
 import anyio
 
 from gateway.approvals import Approval, ApprovalError, Approvals, decide_and_record
-from gateway.audit import AuditLog, AuditStore, CheckpointSigner
+from gateway.audit import operator_log
 from gateway.settings import GatewaySettings, load_settings
 from gateway.store import Store
-
-CLI_LOG_ID = "cli"
 
 
 def add_parsers(sub: Any) -> None:
@@ -69,19 +67,16 @@ async def _run(args: argparse.Namespace, settings: GatewaySettings) -> int:
                 print(json.dumps(found.describe(), indent=2, sort_keys=True))
                 return 0
             approver = args.approver or f"{getpass.getuser()}@{socket.gethostname()}"
-            async with AuditStore.open(settings.audit.database_url) as audit_store:
-                key = settings.audit.key_file()
-                signer = CheckpointSigner.from_file(key) if key else CheckpointSigner.ephemeral()
-                async with AuditLog(audit_store, CLI_LOG_ID, signer, instance=CLI_LOG_ID).running() as audit:
-                    decided = await decide_and_record(
-                        approvals,
-                        audit,
-                        args.id,
-                        approve=args.verb == "approve",
-                        by=approver,
-                        note=args.note,
-                        via="cli",
-                    )
+            async with operator_log(settings.audit.database_url, settings.audit.key_file()) as audit:
+                decided = await decide_and_record(
+                    approvals,
+                    audit,
+                    args.id,
+                    approve=args.verb == "approve",
+                    by=approver,
+                    note=args.note,
+                    via="cli",
+                )
             print(
                 f"{decided.id}: {decided.status} by {approver}; the agent may now retry"
                 if decided.status == "approved"

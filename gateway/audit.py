@@ -256,6 +256,12 @@ class CheckpointSigner:
         return public_pem(self.public_key)
 
 
+def signer_for(key_file: Path | None) -> CheckpointSigner:
+    """The checkpoint signer of a log: the key in `key_file` (created on first use), or a
+    throw-away key when there is no file (an in-memory log)."""
+    return CheckpointSigner.from_file(key_file) if key_file is not None else CheckpointSigner.ephemeral()
+
+
 def key_id(public: Ed25519PublicKey) -> str:
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
@@ -765,6 +771,20 @@ class AuditLog:
             await self._checkpoint()
         except Exception as exc:  # noqa: BLE001
             log.warning("audit_checkpoint_failed", error=type(exc).__name__)
+
+
+OPERATOR_LOG_ID: Final = "cli"
+"""The log the command-line tools write (approvals, tool approvals): never the gateway's own `main`,
+so the two never compete for a sequence number."""
+
+
+@asynccontextmanager
+async def operator_log(database_url: str, key_file: Path | None) -> AsyncIterator[AuditLog]:
+    """An audit log for one command-line operation; its records are durable when `append` returns."""
+    async with AuditStore.open(database_url) as store:
+        log = AuditLog(store, OPERATOR_LOG_ID, signer_for(key_file), instance=OPERATOR_LOG_ID)
+        async with log.running():
+            yield log
 
 
 # -- verification ----------------------------------------------------------------------------------

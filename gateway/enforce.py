@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import structlog
@@ -30,6 +29,7 @@ from a2a.types import Task as A2ATask
 from a2a.types import TaskState as A2AState
 from mcp.shared.exceptions import MCPError
 
+from adapters.mcp.errors import REASON_CODES
 from gateway.approvals import APPROVAL_META, ApprovalDenied, ApprovalRequired, Approvals
 from gateway.audit import (
     Actor,
@@ -45,7 +45,7 @@ from gateway.audit import (
 from gateway.auth import PRINCIPAL
 from gateway.errors import GatewayError, PolicyDenied, ToolNotApproved
 from gateway.ratelimit import Limiter, LocalLimiter, RateLimited, bucket_key
-from identity.policy import RESOURCE, Policy, Request, evaluate, rate_limits, visible
+from identity.policy import Policy, Request, evaluate, rate_limits, resource_matches, visible
 from identity.tokens import Principal
 
 if TYPE_CHECKING:
@@ -110,10 +110,9 @@ class Governor:
     ) -> None:
         self._virtual = virtual
         self._protocol: Literal["mcp", "a2a"] = protocol
-        self._policy = policy if not public else None
-        self._policy_sha256 = digest(policy.model_dump(mode="json"))[:16] if policy else None
         self._audit = audit
         self._public = public
+        self.set_policy(policy)
         self._argument_fields = dict(argument_fields or {})
         self._fields_cache: dict[str, list[str]] = {}
         self._definitions: dict[int, tuple[Any, str]] = {}
@@ -123,8 +122,9 @@ class Governor:
         self._pins = pins
 
     def set_policy(self, policy: Policy | None) -> None:
-        """Swap the policy (hot reload); requests already decided keep their decision."""
-        self._policy = policy if not self._public else None
+        """Set or swap the policy (hot reload); requests already decided keep their decision. A
+        public server has no caller to decide on: no policy applies to it."""
+        self._policy: Policy | None = policy if not self._public else None
         self._policy_sha256 = digest(policy.model_dump(mode="json"))[:16] if policy else None
 
     # -- policy -----------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ class Governor:
             cached = [
                 f
                 for pattern, fields in self._argument_fields.items()
-                if _resource_matches(pattern, resource)
+                if resource_matches(pattern, resource)
                 for f in fields
             ]
             if len(self._fields_cache) < 10_000:
@@ -415,8 +415,6 @@ def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
     if isinstance(result, asyncio.CancelledError):
         return Outcome(status="error", reason="cancelled"), None
     if isinstance(result, GatewayError):
-        from adapters.mcp.errors import REASON_CODES
-
         code = REASON_CODES.get(result.reason, REASON_CODES["internal_error"])[0]
         if result.reason in DENYING_REASONS:
             return Outcome(status="denied", reason=result.reason, code=code), result.reason
@@ -478,10 +476,3 @@ def safe_digest(args: Any) -> str:
         return digest(args)
     except Exception:  # noqa: BLE001 - any value the canonicaliser refuses
         return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _resource_matches(pattern: str, resource: str) -> bool:
-    p, r = RESOURCE.match(pattern), RESOURCE.match(resource)
-    if p is None or r is None:
-        return False
-    return p.group(1) == r.group(1) and p.group(2) == r.group(2) and fnmatchcase(r.group(3), p.group(3))

@@ -457,22 +457,13 @@ class GatewaySettings(BaseSettings):
     def _references_resolve(self) -> GatewaySettings:
         if self.policy is not None and self.policy_file is not None:
             raise ValueError("give either policy or policy_file, not both")
-        names = [u.name for u in self.upstreams]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"upstream names must be unique; repeated: {', '.join(dupes)}")
-        vnames = [v.name for v in self.virtual_servers]
-        vdupes = sorted({n for n in vnames if vnames.count(n) > 1})
-        if vdupes:
-            raise ValueError(f"virtual server names must be unique; repeated: {', '.join(vdupes)}")
+        names = _unique([u.name for u in self.upstreams], "upstream")
+        _unique([v.name for v in self.virtual_servers], "virtual server")
         for v in self.virtual_servers:
             unknown = [u for u in v.upstreams if u not in names]
             if unknown:
                 raise ValueError(f"virtual server {v.name!r} names unknown upstream(s): {', '.join(unknown)}")
-        anames = [a.name for a in self.a2a_agents]
-        adupes = sorted({n for n in anames if anames.count(n) > 1})
-        if adupes:
-            raise ValueError(f"a2a agent names must be unique; repeated: {', '.join(adupes)}")
+        anames = _unique([a.name for a in self.a2a_agents], "a2a agent")
         for route in self.a2a_routes:
             unknown = [n for n in route.agents if n not in anames]
             if unknown:
@@ -504,6 +495,13 @@ class GatewaySettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+
+def _unique(names: list[str], what: str) -> list[str]:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+    return names
 
 
 def load_settings(path: Path | None) -> GatewaySettings:

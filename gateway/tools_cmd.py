@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import Tool
 
 from adapters.mcp.pool import UpstreamPool
-from gateway.audit import AuditLog, AuditStore, CheckpointSigner, DecisionInfo, Outcome
+from gateway.audit import DecisionInfo, Outcome, operator_log
 from gateway.enforce import TOOL_DEFINITION_FIELDS, definition_hash
 from gateway.errors import GatewayError
 from gateway.pins import REFRESH_S, PinStatus, pin_event, scan, tool_definition, visible
@@ -42,7 +42,6 @@ from gateway.settings import (
 from gateway.store import Store, ToolPin
 from gateway.upstreams import build_spec
 
-CLI_LOG_ID = "cli"
 """The audit log id of records written by `interlink` commands (the gateway writes its own)."""
 
 
@@ -220,25 +219,22 @@ async def _record(
     warnings: dict[str, list[str]],
 ) -> None:
     """One `tool.approved` record per tool, durable before this returns (else AuditUnavailable)."""
-    async with AuditStore.open(settings.audit.database_url) as audit_store:
-        key = settings.audit.key_file()
-        signer = CheckpointSigner.from_file(key) if key else CheckpointSigner.ephemeral()
-        async with AuditLog(audit_store, CLI_LOG_ID, signer, instance=CLI_LOG_ID).running() as audit:
-            for pin in approved:
-                flagged = warnings.get(pin.tool)
-                await audit.append(
-                    pin_event(
-                        "tool.approved",
-                        pin.upstream,
-                        pin.tool,
-                        pin.sha256,
-                        approved=previous.get((pin.upstream, pin.tool)),
-                        decision=DecisionInfo(effect="allow", reason="approved_by_human"),
-                        outcome=Outcome(status="ok"),
-                        person=approver,
-                        extra={"via": "cli", **({"forced_past": flagged[:20]} if flagged else {})},
-                    )
+    async with operator_log(settings.audit.database_url, settings.audit.key_file()) as audit:
+        for pin in approved:
+            flagged = warnings.get(pin.tool)
+            await audit.append(
+                pin_event(
+                    "tool.approved",
+                    pin.upstream,
+                    pin.tool,
+                    pin.sha256,
+                    approved=previous.get((pin.upstream, pin.tool)),
+                    decision=DecisionInfo(effect="allow", reason="approved_by_human"),
+                    outcome=Outcome(status="ok"),
+                    person=approver,
+                    extra={"via": "cli", **({"forced_past": flagged[:20]} if flagged else {})},
                 )
+            )
 
 
 def _show(upstream: str, tool: Tool, status: PinStatus, sha256: str, pin: ToolPin | None) -> None:

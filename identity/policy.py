@@ -221,7 +221,7 @@ def rate_limits(policy: Policy, request: Request) -> list[RateLimit]:
             continue
         if request.action not in limit.actions and "*" not in limit.actions:
             continue
-        if any(_resource_matches(p, request.resource) for p in limit.resources):
+        if any(resource_matches(p, request.resource) for p in limit.resources):
             out.append(limit)
     return out
 
@@ -350,10 +350,11 @@ def _targets(rule: Rule, request: Request) -> bool:
         return False
     if request.action not in rule.actions and "*" not in rule.actions:
         return False
-    return any(_resource_matches(pattern, request.resource) for pattern in rule.resources)
+    return any(resource_matches(pattern, request.resource) for pattern in rule.resources)
 
 
-def _resource_matches(pattern: str, resource: str) -> bool:
+def resource_matches(pattern: str, resource: str) -> bool:
+    """Whether a rule's resource pattern covers a resource: same kind and server, glob on the rest."""
     p, r = RESOURCE.match(pattern), RESOURCE.match(resource)
     if p is None or r is None:
         return False
