@@ -10,12 +10,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -24,19 +21,13 @@ from a2a.helpers import get_artifact_text, get_message_text
 from a2a.types import (
     CancelTaskRequest,
     GetTaskRequest,
-    Message,
-    Part,
-    Role,
-    SendMessageConfiguration,
-    SendMessageRequest,
-    StreamResponse,
     Task,
     TaskState,
 )
 
 from tests.a2a_py_agent import serve_agent
 from tests.e2e import test_a2a_js_peers as js_peers
-from tests.support import gateway
+from tests.support import gateway, issued_token
 
 pytestmark = js_peers.pytestmark  # skipped, with the reason, without node or @a2a-js/sdk
 
@@ -52,17 +43,7 @@ class Gateway:
     downstream: str
 
     async def token(self) -> str:
-        basic = base64.b64encode(f"caller:{SECRET}".encode()).decode()
-        form = {
-            "grant_type": "client_credentials",
-            "resource": f"{self.base}/a2a/{self.agent}",
-            "scope": "a2a",
-        }
-        async with httpx.AsyncClient() as http, asyncio.timeout(CALL_TIMEOUT_S):
-            answer = await http.post(
-                f"{self.base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-            )
-        return str(answer.json()["access_token"])
+        return await issued_token(self.base, "caller", SECRET, f"a2a/{self.agent}", "a2a")
 
     @asynccontextmanager
     async def client(self, *, streaming: bool) -> AsyncIterator[Client]:
@@ -101,22 +82,8 @@ async def interlink(agent: str, downstream: str) -> AsyncIterator[Gateway]:
         yield Gateway(base, agent, downstream)
 
 
-def request(text: str, task: Task | None = None, **configuration: Any) -> SendMessageRequest:
-    message = Message(message_id=str(uuid.uuid4()), role=Role.ROLE_USER, parts=[Part(text=text)])
-    if task is not None:
-        message.task_id, message.context_id = task.id, task.context_id
-    config = SendMessageConfiguration(**configuration) if configuration else None
-    return SendMessageRequest(message=message, configuration=config)
-
-
-async def send(client: Client, req: SendMessageRequest) -> list[StreamResponse]:
-    async with asyncio.timeout(CALL_TIMEOUT_S):
-        return [event async for event in client.send_message(req)]
-
-
-def only_task(events: list[StreamResponse]) -> Task:
-    assert [e.WhichOneof("payload") for e in events] == ["task"]
-    return events[0].task
+request, send, only_task = js_peers.request, js_peers.send, js_peers.only_task
+"""The same message helpers as the peers' own tests."""
 
 
 def downstream_id(task: Task) -> str:

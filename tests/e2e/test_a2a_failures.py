@@ -7,7 +7,6 @@ agent's credential or the caller's token shows in anything a caller (or `/readyz
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -39,7 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.audit import AuditStore
 from tests.a2a_py_agent import serve_agent
-from tests.support import bound_socket, gateway, serve
+from tests.support import bound_socket, gateway, issued_token, serve
 
 NAME = "down"
 SECRET = "a2a-failures-secret"
@@ -134,13 +133,9 @@ async def proxy(tmp_path: Path, downstream: str, *, timeout_s: float = 10) -> As
         },
         audit={"database_url": audit_url, "checkpoint_key_file": str(tmp_path / "key.pem")},
     ) as base:
-        basic = base64.b64encode(f"caller:{SECRET}".encode()).decode()
-        form = {"grant_type": "client_credentials", "resource": f"{base}/a2a/{NAME}", "scope": "a2a"}
-        async with httpx.AsyncClient() as http, asyncio.timeout(CALL_TIMEOUT_S):
-            answer = await http.post(
-                f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-            )
-        yield Proxy(base, downstream, audit_url, str(answer.json()["access_token"]))
+        yield Proxy(
+            base, downstream, audit_url, await issued_token(base, "caller", SECRET, f"a2a/{NAME}", "a2a")
+        )
 
 
 def failed_with(task: Task) -> str:

@@ -5,7 +5,6 @@ the agent that holds the task, per-caller extended card, policy per routed agent
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -30,7 +29,7 @@ from a2a.utils.errors import A2AError
 from google.protobuf import struct_pb2
 
 from tests.a2a_py_agent import serve_agent
-from tests.support import bound_socket, gateway
+from tests.support import bound_socket, gateway, issued_token
 
 SECRET = "routing-secret"
 POLICY = {
@@ -106,13 +105,7 @@ async def routed() -> AsyncIterator[Routed]:
                 identity={"agents": [registration]},
                 policy=POLICY,
             ) as base:
-                basic = base64.b64encode(f"caller:{SECRET}".encode()).decode()
-                form = {"grant_type": "client_credentials", "resource": f"{base}/a2a", "scope": "a2a"}
-                async with httpx.AsyncClient() as plain:
-                    answer = await plain.post(
-                        f"{base}/oauth2/token", data=form, headers={"authorization": f"Basic {basic}"}
-                    )
-                token = answer.json()["access_token"]
+                token = await issued_token(base, "caller", SECRET, "a2a", "a2a")
                 http = httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=30)
                 async with aclosing(http):
                     card = await A2ACardResolver(http, base).get_agent_card()
