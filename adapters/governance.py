@@ -14,7 +14,8 @@ class CallGovernor(Protocol):
     cannot record), runs it, and records it. `check` decides one call against the policy and raises
     the gateway's refusal (PolicyDenied, ApprovalRequired, RateLimited...) when it may not be made;
     an allowed call with effects is recorded write-ahead. `scope` is the request's ASGI scope (the
-    authenticated caller travels in it); `meta` its protocol metadata (an approval id on a retry)."""
+    authenticated caller travels in it); `meta` its protocol metadata (an approval id on a retry);
+    `bridge` names, on a bridged call, the resource of the other protocol it becomes (recorded)."""
 
     async def check(
         self,
@@ -23,6 +24,7 @@ class CallGovernor(Protocol):
         name: str,
         args: Mapping[str, Any],
         definition: Any = None,
+        bridge: str | None = None,
     ) -> None: ...
 
     async def around(

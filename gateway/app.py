@@ -31,6 +31,7 @@ from gateway.admin_api import admin_routes
 from gateway.approvals import Approvals
 from gateway.audit import Actor, AuditLog, AuditStore, DecisionInfo, Event, Outcome, Target, signer_for
 from gateway.auth import PRINCIPAL, Identity
+from gateway.bridges import build_providers
 from gateway.enforce import Governor
 from gateway.pins import ToolPins
 from gateway.policies import PolicyManager, initial_policy
@@ -52,7 +53,7 @@ def create_app(
     `settings.upstreams`. `config_path`: the file `settings` came from, where the policy is reloaded
     from (unless `policy_file` names another)."""
     identity = Identity(settings, clock=clock)
-    pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.upstreams])
+    pool = pool or UpstreamPool([build_spec(u, identity.upstream_tokens) for u in settings.mcp_upstreams])
     security = _transport_security(settings.listen.host)
     audit = audit_log(settings, clock)
     identity.audit = audit
@@ -99,19 +100,27 @@ def create_app(
         settings.a2a_routes,
         push_key_file=settings.a2a_push.key_path(settings.identity.database_url),
     )
+    providers = build_providers(
+        settings,
+        identity=identity,
+        face=face,
+        a2a_governors=a2a_governors,
+        config_dir=config_path.parent if config_path is not None else None,
+    )
     policies = PolicyManager(
         settings, [*governors.values(), *a2a_governors.values()], config_path=config_path, audit=audit
     )
     virtuals = {
         v.name: VirtualServer(
             v.name,
-            [pool.get(u) for u in v.upstreams],
+            [pool.get(u) for u in v.upstreams if u not in providers],
             selection=ToolSelection(v.tools.include, v.tools.exclude),
             namespacing=v.namespacing,
             max_body_bytes=settings.limits.max_body_bytes,
             security=security,
             version=__version__,
             governor=governors[v.name],
+            providers=[providers[u] for u in v.upstreams if u in providers],
         )
         for v in settings.virtual_servers
     }
@@ -130,6 +139,9 @@ def create_app(
             if isinstance(limiter, RedisLimiter):
                 stack.push_async_callback(limiter.close)
             await stack.enter_async_context(pool.running())
+            for provider in providers.values():
+                await provider.start()
+                stack.push_async_callback(provider.stop)
             for v in virtuals.values():
                 await stack.enter_async_context(v.manager.run())
             yield
@@ -150,7 +162,7 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        statuses = [asdict(s) for s in pool.statuses()]
+        statuses = [asdict(s) for s in [*pool.statuses(), *(p.status() for p in providers.values())]]
         down = [s["name"] for s in statuses if s["state"] in ("backoff", "starting", "stopped")]
         strict = request.query_params.get("strict") in ("1", "true")
         agents = face.statuses()

@@ -98,6 +98,10 @@ class Target(_Model):
     name: str | None = None
     definition_sha256: str | None = None
     """Hash of the tool definition the call was decided against (see tool pinning)."""
+    bridge: str | None = None
+    """A bridged call's other side, in the other protocol (`a2a:<agent>/<skill>` on the record of
+    an MCP tool that sends an A2A message; `mcp:<server>/<tool>` on the record of an A2A message
+    that calls an MCP tool): the two records of one bridged call name each other."""
 
 
 class DecisionInfo(_Model):

@@ -138,7 +138,7 @@ def _check(config: Path) -> int:
 
     settings = load_settings(config)
     identity = Identity(settings)
-    for upstream in settings.upstreams:
+    for upstream in settings.mcp_upstreams:
         build_spec(upstream, identity.upstream_tokens)  # resolves every secret, so a missing one fails here
     for agent in settings.identity.agents:
         if agent.secret is not None:

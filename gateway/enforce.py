@@ -73,6 +73,8 @@ class _Draft:
     """Id of the write-ahead decision record of a tool call; the final record is its result."""
     meta: Mapping[str, Any] | None = None
     """The request's `_meta` (carries an approval id on a retried call)."""
+    bridge: str | None = None
+    """A bridged call's resource in the other protocol (see `audit.Target.bridge`)."""
 
 
 class _WriteAhead:
@@ -147,10 +149,14 @@ class Governor:
         name: str,
         args: Mapping[str, Any],
         definition: Any = None,
+        bridge: str | None = None,
     ) -> None:
         """Decide; raise PolicyDenied on deny. An allowed tool call is recorded write-ahead: its
-        decision record is durable before this returns (and so before the upstream sees the call)."""
+        decision record is durable before this returns (and so before the upstream sees the call).
+        `bridge`: the resource of the other protocol this call becomes (recorded with it)."""
         draft = _DRAFT.get()
+        if draft is not None and bridge is not None:
+            draft.bridge = bridge
         if draft is not None and definition is not None:
             draft.definition_sha256 = self._definition_sha256(definition)
         principal: Principal | None = scope.get(PRINCIPAL)
@@ -358,6 +364,7 @@ class Governor:
                 method=method,
                 name=name,
                 definition_sha256=draft.definition_sha256,
+                bridge=draft.bridge,
             ),
             decision=decision,
             outcome=outcome,

@@ -189,7 +189,77 @@ class BuiltinUpstream(_UpstreamBase):
     restart_backoff_max_s: float = Field(30.0, gt=0, le=3600)
 
 
-UpstreamSettings = Annotated[StdioUpstream | HttpUpstream | BuiltinUpstream, Field(discriminator="transport")]
+class ApiKeyAuth(_Model):
+    """An API key Interlink sends to a REST upstream in a header or a query parameter."""
+
+    kind: Literal["api_key"]
+    name: str = Field(min_length=1)
+    """The header or query parameter (`X-API-Key`, `api_key`)."""
+    location: Literal["header", "query"] = "header"
+    value: SecretRef
+
+
+class BearerTokenAuth(_Model):
+    """A static bearer token Interlink sends to a REST upstream."""
+
+    kind: Literal["bearer"]
+    token: SecretRef
+
+
+OpenApiAuth = Annotated[
+    ApiKeyAuth | BearerTokenAuth | OAuthClientCredentialsAuth, Field(discriminator="kind")
+]
+
+
+class OpenApiUpstream(_UpstreamBase):
+    """A REST system whose OpenAPI 3.0/3.1 operations are served as MCP tools (adapters/openapi)."""
+
+    transport: Literal["openapi"]
+    spec: str
+    """The OpenAPI document (JSON or YAML): a file path (relative to the configuration file) or an
+    http(s) URL, fetched at start as a hostile URL (public https only unless `allow_private_network`)."""
+    base_url: str
+    """Where the operations are called (the document's `servers` are not trusted)."""
+    headers: dict[str, str | SecretRef] = {}
+    auth: OpenApiAuth | None = None
+    """Interlink's credential for the REST system, injected on every call. Never the caller's token."""
+    include_tags: list[str] = []
+    """Only operations with one of these tags (globs); empty: all."""
+    exclude_tags: list[str] = []
+    include_operations: list[str] = []
+    """Only these operation ids (globs); empty: all. Exclusions win over inclusions."""
+    exclude_operations: list[str] = []
+    allow_private_network: bool = False
+    """Allow an http or private-address URL for `spec` (development only)."""
+    max_response_bytes: int = Field(4 * 1_048_576, gt=0, le=64 * 1_048_576)
+    start: Literal["lazy", "eager"] = "eager"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
+class A2AToolsUpstream(_UpstreamBase):
+    """A downstream A2A agent (one of `a2a_agents`) whose skills are served as MCP tools
+    (adapters/bridge): each tool call sends one A2A message, governed as `SendMessage` too."""
+
+    transport: Literal["a2a"]
+    agent: str
+    """The `a2a_agents` entry to call."""
+    skills: list[str] = ["*"]
+    """Glob patterns over the card's skill ids: which skills become tools."""
+
+
+UpstreamSettings = Annotated[
+    StdioUpstream | HttpUpstream | BuiltinUpstream | OpenApiUpstream | A2AToolsUpstream,
+    Field(discriminator="transport"),
+]
+
+McpUpstream = StdioUpstream | HttpUpstream | BuiltinUpstream
+"""Upstreams that are MCP servers (the pool's); the others are protocol bridges (tool providers)."""
 
 
 class RemoteAgentSettings(_Model):
@@ -232,6 +302,27 @@ class RemoteAgentSettings(_Model):
             raise ValueError("the name 'router' is reserved (the aggregate endpoint's own)")
         if (self.card_url is None) == (self.card is None):
             raise ValueError("give exactly one of card_url and card")
+        return self
+
+
+class PublishedAgentSettings(_Model):
+    """A virtual MCP server published as an A2A agent at `/a2a/<name>`: one skill per tool, its card
+    generated from the tool definitions; each message is governed as `SendMessage` on
+    `a2a:<name>/<tool>` and then as `tools/call` on the virtual server (gateway/a2a_publish.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    virtual_server: Name
+    tools: list[str] = ["*"]
+    """Glob patterns over the tools' exposed names: which become skills."""
+    description: str | None = None
+    """The card's description; by default one naming the virtual server."""
+    public: bool = False
+    required_scopes: list[str] = ["a2a"]
+
+    @model_validator(mode="after")
+    def _not_router(self) -> PublishedAgentSettings:
+        if self.name == "router":
+            raise ValueError("the name 'router' is reserved (the aggregate endpoint's own)")
         return self
 
 
@@ -433,6 +524,8 @@ class GatewaySettings(BaseSettings):
     virtual_servers: list[VirtualServerSettings] = []
     a2a_agents: list[RemoteAgentSettings] = []
     """Downstream A2A agents, each proxied at `/a2a/<name>`."""
+    a2a_published: list[PublishedAgentSettings] = []
+    """Virtual MCP servers published as A2A agents at `/a2a/<name>` (names shared with `a2a_agents`)."""
     a2a_routes: list[A2ARouteSettings] = []
     """Routing for the aggregate endpoint `/a2a` (first matching rule wins; without one, the agents
     whose card offers the skill, in the order above)."""
@@ -463,13 +556,15 @@ class GatewaySettings(BaseSettings):
             unknown = [u for u in v.upstreams if u not in names]
             if unknown:
                 raise ValueError(f"virtual server {v.name!r} names unknown upstream(s): {', '.join(unknown)}")
-        anames = _unique([a.name for a in self.a2a_agents], "a2a agent")
+        downstream = [a.name for a in self.a2a_agents]
+        anames = _unique([*downstream, *(p.name for p in self.a2a_published)], "a2a agent")
+        self._bridges_resolve(downstream)
         for route in self.a2a_routes:
-            unknown = [n for n in route.agents if n not in anames]
+            unknown = [n for n in route.agents if n not in downstream]
             if unknown:
                 raise ValueError(f"a2a_routes names unknown agent(s): {', '.join(unknown)}")
         resources = {f"mcp/{v.name}" for v in self.virtual_servers} | {f"a2a/{n}" for n in anames}
-        if anames:
+        if downstream:
             resources.add("a2a")
         for agent in self.identity.agents:
             unknown = [a for a in agent.audiences if a not in resources]
@@ -479,6 +574,23 @@ class GatewaySettings(BaseSettings):
                     f" (expected mcp/<virtual server>, a2a/<agent> or a2a)"
                 )
         return self
+
+    def _bridges_resolve(self, downstream: list[str]) -> None:
+        vnames = {v.name for v in self.virtual_servers}
+        for published in self.a2a_published:
+            if published.virtual_server not in vnames:
+                raise ValueError(
+                    f"a2a_published {published.name!r} names unknown virtual server "
+                    f"{published.virtual_server!r}"
+                )
+        for upstream in self.upstreams:
+            if isinstance(upstream, A2AToolsUpstream) and upstream.agent not in downstream:
+                raise ValueError(f"upstream {upstream.name!r} names unknown a2a agent {upstream.agent!r}")
+
+    @property
+    def mcp_upstreams(self) -> list[McpUpstream]:
+        """The upstreams that are MCP servers (the others are bridges: gateway/bridges.py)."""
+        return [u for u in self.upstreams if isinstance(u, StdioUpstream | HttpUpstream | BuiltinUpstream)]
 
     @property
     def public_url(self) -> str:
@@ -552,7 +664,19 @@ def describe_errors(exc: ValidationError, path: Path | None) -> str:
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {"stdio", "http", "builtin", "str", "SecretRef"}
+    return isinstance(part, str) and part in {
+        "stdio",
+        "http",
+        "builtin",
+        "openapi",
+        "a2a",
+        "api_key",
+        "bearer",
+        "oauth_client_credentials",
+        "interlink",
+        "str",
+        "SecretRef",
+    }
 
 
 def _safe_input(value: Any, loc: str) -> str:

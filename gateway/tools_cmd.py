@@ -35,6 +35,7 @@ from gateway.settings import (
     GatewaySettings,
     HttpUpstream,
     InterlinkTokenAuth,
+    McpUpstream,
     UpstreamSettings,
     load_settings,
     sa_database,
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, config: Path | None) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    known = {u.name: u for u in settings.upstreams}
+    known = {u.name: u for u in settings.mcp_upstreams}
     wanted = [args.upstream] if args.verb == "approve" else (args.upstreams or list(known))
     unknown = [n for n in wanted if n not in known]
     if unknown:
@@ -106,7 +107,7 @@ async def _run(args: argparse.Namespace, settings: GatewaySettings) -> int:
 
 
 async def fetch_tools(
-    settings: GatewaySettings, upstreams: Sequence[UpstreamSettings]
+    settings: GatewaySettings, upstreams: Sequence[McpUpstream]
 ) -> dict[str, dict[str, Tool] | GatewayError | MCPError]:
     """Each upstream's tools as it serves them now, over a connection of our own (or why not)."""
     async with AsyncExitStack() as stack:

@@ -22,9 +22,9 @@ from gateway.settings import (
     ConfigError,
     HttpUpstream,
     InterlinkTokenAuth,
+    McpUpstream,
     SecretRef,
     StdioUpstream,
-    UpstreamSettings,
 )
 
 
@@ -46,7 +46,7 @@ Minter = Callable[[str, list[str]], TokenSource]
 """(audience, scopes) -> a source of Interlink-signed tokens for that audience."""
 
 
-def build_spec(upstream: UpstreamSettings, mint: Minter | None = None) -> UpstreamSpec:
+def build_spec(upstream: McpUpstream, mint: Minter | None = None) -> UpstreamSpec:
     """The pool spec for one configured upstream; `mint` serves `auth: {kind: interlink}`."""
     connect = _connector(upstream, mint)
     return UpstreamSpec(
@@ -82,7 +82,7 @@ def _auth(upstream: HttpUpstream, mint: Minter | None) -> httpx2.Auth | None:
     return BearerAuth(source)
 
 
-def _connector(upstream: UpstreamSettings, mint: Minter | None) -> Callable[[MessageHandlerFnT], Client]:
+def _connector(upstream: McpUpstream, mint: Minter | None) -> Callable[[MessageHandlerFnT], Client]:
     where = f"upstreams.{upstream.name}"
     if isinstance(upstream, StdioUpstream):
         env = resolve_values(upstream.env, f"{where}.env")

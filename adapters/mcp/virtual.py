@@ -71,6 +71,7 @@ from adapters.mcp.errors import to_mcp_error
 from adapters.mcp.guard import McpRequestGuard
 from adapters.mcp.naming import Namespacing, Origin, ToolSelection, expose, split
 from adapters.mcp.pool import MAX_PAGES, UpstreamConnection
+from adapters.mcp.providers import ProgressFn, ProviderCall, ToolProvider
 from adapters.mcp.routing import ResourceRoutes
 from gateway.errors import GatewayError, UnknownPrompt, UnknownResource, UnknownTool
 
@@ -152,10 +153,13 @@ class VirtualServer:
         security: TransportSecuritySettings | None,
         version: str,
         governor: Governor | None = None,
+        providers: Sequence[ToolProvider] = (),
     ) -> None:
         self.name = name
         self._governor = governor
         self._conns = {c.spec.name: c for c in connections}
+        self._providers = {p.name: p for p in providers}
+        """Non-MCP upstreams (protocol bridges): tools only, called in-process."""
         self._selection = selection
         self._namespacing: Namespacing = namespacing
         self._exposed: dict[str, tuple[str, Tool]] = {}
@@ -173,10 +177,11 @@ class VirtualServer:
         """Ids of the handshake-era sessions subscribed to each resource URI."""
         for conn in connections:
             conn.add_listener(self._on_upstream_event)
+        sources = [*self._conns, *self._providers]
         self.server = _FederatingServer(
             f"interlink/{name}",
             version=version,
-            instructions=f"Interlink virtual MCP server {name!r}: tools of {', '.join(self._conns)}.",
+            instructions=f"Interlink virtual MCP server {name!r}: tools of {', '.join(sources)}.",
             get_tool_input_schema=self._input_schema,
             on_list_tools=self._translating(self._list_tools),
             on_call_tool=self._translating(self._call_tool),
@@ -253,6 +258,7 @@ class VirtualServer:
         # An upstream that announces tool changes is listed once and again after each announcement;
         # one that does not is asked every time, so a list is never staler than the upstream.
         per_upstream = await self._each(lambda c: c.tools(refresh=not c.tools_change_announced))
+        per_upstream += await self._each_provider()
         candidates = [
             (upstream, tool, await self._pinned(upstream, tool))
             for upstream, tools in per_upstream
@@ -279,6 +285,21 @@ class VirtualServer:
         ]
         return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, t in shown])
 
+    async def _each_provider(self) -> list[tuple[str, dict[str, Tool]]]:
+        """Every provider's tools, concurrently; a failing provider is logged and left out."""
+        results: dict[str, dict[str, Tool]] = {}
+
+        async def one(provider: ToolProvider) -> None:
+            try:
+                results[provider.name] = await provider.tools()
+            except (GatewayError, MCPError) as exc:
+                log.warning("upstream_left_out_of_list", upstream=provider.name, cause=str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for provider in self._providers.values():
+                tg.start_soon(one, provider)
+        return [(n, results[n]) for n in self._providers if n in results]
+
     async def _pinned(self, upstream: str, tool: Tool) -> bool:
         return self._governor is None or await self._governor.pinned(upstream, tool)
 
@@ -293,6 +314,17 @@ class VirtualServer:
         if self._governor is not None and ctx is not None and ctx.request is not None:
             await self._governor.check(ctx.request.scope, action, name, args, definition)
 
+    async def _check_scope(
+        self,
+        scope: Mapping[str, Any] | None,
+        name: str,
+        args: Mapping[str, Any],
+        definition: Tool,
+        bridge: str | None,
+    ) -> None:
+        if self._governor is not None and scope is not None:
+            await self._governor.check(scope, "tools/call", name, args, definition, bridge)
+
     def _input_schema(self, exposed: str) -> Mapping[str, Any] | None:
         found = self._exposed.get(exposed)
         return found[1].input_schema if found and exposed not in self._unapproved else None
@@ -305,15 +337,19 @@ class VirtualServer:
         found = self._exposed.get(exposed)
         return Origin(found[0], found[1].name) if found else None
 
-    async def _resolve_tool(self, exposed: str) -> tuple[UpstreamConnection, Tool]:
+    async def _resolve_tool(self, exposed: str) -> tuple[UpstreamConnection | ToolProvider, Tool]:
         origin = await self._origin(exposed)
-        if origin is None or origin.upstream not in self._conns or not self._selection.selects(origin):
+        source = (
+            self._conns.get(origin.upstream) or self._providers.get(origin.upstream)
+            if origin is not None
+            else None
+        )
+        if origin is None or source is None or not self._selection.selects(origin):
             raise UnknownTool(f"unknown tool {exposed!r} on virtual server {self.name!r}")
-        conn = self._conns[origin.upstream]
-        tool = (await conn.tools()).get(origin.name) or (await conn.tools(refresh=True)).get(origin.name)
+        tool = (await source.tools()).get(origin.name) or (await source.tools(refresh=True)).get(origin.name)
         if tool is None:
             raise UnknownTool(f"unknown tool {exposed!r} on virtual server {self.name!r}")
-        return conn, tool
+        return source, tool
 
     def _argument_errors(self, upstream: str, tool: Tool, arguments: Mapping[str, Any]) -> list[str]:
         cached = self._validators.get((upstream, tool.name))
@@ -327,50 +363,141 @@ class VirtualServer:
     async def _call_tool(
         self, ctx: Ctx, params: CallToolRequestParams
     ) -> CallToolResult | InputRequiredResult:
-        conn, tool = await self._resolve_tool(params.name)
-        if self._governor is not None:
-            await self._governor.admit(params.name, conn.spec.name, tool)
-        arguments = params.arguments or {}
-        problems = self._argument_errors(conn.spec.name, tool, arguments)
-        if problems:
-            # MCP 2025-11-25 "Tools" §Error Handling: input validation errors are tool execution
-            # errors (isError), so the model can read them and correct its call.
-            text = f"Invalid arguments for tool {params.name!r}: " + "; ".join(problems)
-            return CallToolResult(
-                content=[TextContent(type="text", text=text)],
-                is_error=True,
-                structured_content=None,
-                _meta={"io.interlink/reason": "invalid_arguments"},
-            )
-        await self._check(ctx, "tools/call", params.name, arguments, tool)
-
         async def progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
         # Ask the upstream for progress only when the caller asked us (it costs a notification each).
         wants_progress = params.meta is not None and params.meta.get("progress_token") is not None
-
-        async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
-            request = CallToolRequest(
-                params=CallToolRequestParams(
-                    name=tool.name, arguments=arguments, input_responses=responses, request_state=state
-                )
-            )
-
-            async def op(client: Client) -> CallToolResult | InputRequiredResult:
-                # A plain request rather than `session.call_tool`, which would re-validate the result
-                # against the output schema: the upstream's answer passes through as it is, and the
-                # caller's own client validates it against the schema it was shown.
-                return await client.session.send_request(
-                    request, CALL_RESULT, progress_callback=progress if wants_progress else None
-                )
-
-            return await conn.call(op)
-
-        result = _own(await send(params.input_responses, params.request_state))
+        caps = ctx.session.client_capabilities
+        result, send = await self._invoke(
+            ctx.request.scope if ctx.request is not None else None,
+            params.name,
+            params.arguments or {},
+            progress=progress if wants_progress else None,
+            can_elicit=caps is not None and caps.elicitation is not None,
+            input_responses=params.input_responses,
+            request_state=params.request_state,
+            meta=_meta(params) or {},
+        )
         if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return result  # the caller answers the input requests and retries with them (pass-through)
         return _own(await self._drive_input_rounds(ctx, result, send))
+
+    async def call_as(
+        self,
+        scope: Mapping[str, Any],
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        progress: ProgressFn | None = None,
+        bridge: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> CallToolResult | InputRequiredResult:
+        """Call tool `name` for the caller authenticated in `scope`, from another protocol (the
+        A2A face publishing this server): the same resolution, schema validation, policy, approval,
+        rate limits and audit record as an MCP caller's call; `bridge` names the other protocol's
+        resource (recorded). A request for input comes back as an `InputRequiredResult`."""
+
+        async def run() -> CallToolResult | InputRequiredResult:
+            result, _send = await self._invoke(
+                scope, name, arguments, progress=progress, can_elicit=False, bridge=bridge, meta=meta or {}
+            )
+            return result
+
+        try:
+            if self._governor is None:
+                return await run()
+            return await self._governor.around(scope, "tools/call", name, arguments, run, meta)
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
+
+    async def listed_tools(self, scope: Mapping[str, Any] | None) -> list[Tool]:
+        """The tools the caller authenticated in `scope` would list (all, for None), named as exposed."""
+        await self._list_tools(None, None)
+        out: list[Tool] = []
+        for exposed, (_u, tool) in self._exposed.items():
+            if exposed in self._unapproved:
+                continue
+            if scope is not None and self._governor is not None:
+                if not self._governor.shows(scope, "tools/call", exposed):
+                    continue
+            out.append(tool.model_copy(update={"name": exposed}))
+        return out
+
+    async def _invoke(
+        self,
+        scope: Mapping[str, Any] | None,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        progress: ProgressFn | None,
+        can_elicit: bool,
+        input_responses: Any = None,
+        request_state: str | None = None,
+        bridge: str | None = None,
+        meta: Mapping[str, Any],
+    ) -> tuple[
+        CallToolResult | InputRequiredResult,
+        Callable[[Any, str | None], Awaitable[CallToolResult | InputRequiredResult]],
+    ]:
+        """Resolve, admit (pinning), validate, decide, forward; the result and how to send again
+        (with answers to the input it asked for)."""
+        source, tool = await self._resolve_tool(name)
+        upstream = source.spec.name if isinstance(source, UpstreamConnection) else source.name
+        if self._governor is not None:
+            await self._governor.admit(name, upstream, tool)
+        problems = self._argument_errors(upstream, tool, arguments)
+        if problems:
+            # MCP 2025-11-25 "Tools" §Error Handling: input validation errors are tool execution
+            # errors (isError), so the model can read them and correct its call.
+            text = f"Invalid arguments for tool {name!r}: " + "; ".join(problems)
+            invalid = CallToolResult(
+                content=[TextContent(type="text", text=text)],
+                is_error=True,
+                structured_content=None,
+                _meta={"io.interlink/reason": "invalid_arguments"},
+            )
+            return invalid, _no_resend
+        if isinstance(source, UpstreamConnection):
+            await self._check_scope(scope, name, arguments, tool, bridge)
+            conn = source
+
+            async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
+                request = CallToolRequest(
+                    params=CallToolRequestParams(
+                        name=tool.name, arguments=arguments, input_responses=responses, request_state=state
+                    )
+                )
+
+                async def op(client: Client) -> CallToolResult | InputRequiredResult:
+                    # A plain request rather than `session.call_tool`, which would re-validate the
+                    # result against the output schema: the upstream's answer passes through as it
+                    # is, and the caller's own client validates it against the schema it was shown.
+                    return await client.session.send_request(request, CALL_RESULT, progress_callback=progress)
+
+                return await conn.call(op)
+
+        else:
+            provider = source
+            await self._check_scope(scope, name, arguments, tool, provider.bridged(tool) or bridge)
+
+            async def send(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
+                return await provider.call_tool(
+                    ProviderCall(
+                        virtual=self.name,
+                        exposed=name,
+                        tool=tool,
+                        arguments=arguments,
+                        scope=scope or {},
+                        progress=progress,
+                        can_elicit=can_elicit,
+                        input_responses=responses,
+                        request_state=state,
+                        meta=meta,
+                    )
+                )
+
+        return _own(await send(input_responses, request_state)), send
 
     async def _drive_input_rounds(
         self,
@@ -597,6 +724,10 @@ class VirtualServer:
 
 
 R = TypeVar("R", bound=Result)
+
+
+async def _no_resend(responses: Any, state: str | None) -> CallToolResult | InputRequiredResult:
+    raise MCPError(INVALID_REQUEST, "nothing to answer: the call was refused")
 
 
 def _meta(params: Any) -> Mapping[str, Any] | None:
