@@ -391,7 +391,7 @@ def serve_bare(config: Path, port: int) -> int:
 
     settings = load_settings(config)
     configure_logging(settings.logging)
-    pool = UpstreamPool([build_spec(u) for u in settings.upstreams])
+    pool = UpstreamPool([build_spec(u) for u in settings.mcp_upstreams])
     virtuals = {
         v.name: VirtualServer(
             v.name,

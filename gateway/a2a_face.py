@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -55,16 +55,16 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from a2a.server.routes.common import DefaultServerCallContextBuilder
 from a2a.server.tasks import (
-    BasePushNotificationSender,
     DatabasePushNotificationConfigStore,
     DatabaseTaskStore,
 )
-from a2a.server.tasks.push_notification_sender import PushNotificationEvent
 from a2a.types import (
     AgentCard,
     AgentInterface,
     CancelTaskRequest,
     ClientCredentialsOAuthFlow,
+    ListTasksRequest,
+    ListTasksResponse,
     Message,
     OAuth2SecurityScheme,
     OAuthFlows,
@@ -78,8 +78,12 @@ from a2a.types import (
 from a2a.utils.errors import InvalidParamsError
 from cryptography.fernet import Fernet
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from sqlalchemy import Table
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import ColumnProperty, DeclarativeBase
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -101,22 +105,29 @@ from adapters.a2a.proxy import (
     message_meta,
     to_a2a_error,
 )
+from adapters.a2a.relay import relay_message, relayable
 from adapters.mcp.guard import McpRequestGuard, send_error
 from gateway import __version__
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.card_signing import CardSignatureError, verify_card
 from gateway.enforce import Governor
 from gateway.errors import GatewayError, UpstreamUnavailable
-from gateway.fetch import WEBHOOK_TIMEOUT_S, FetchError, check_webhook_url, fetch_json, webhook_client
+from gateway.fetch import FetchError, check_webhook_url, fetch_json, webhook_client
 from gateway.settings import (
+    A2APushSettings,
     A2ARouteSettings,
     InterlinkTokenAuth,
     OAuthClientCredentialsAuth,
+    PublishedAgentSettings,
     RemoteAgentSettings,
 )
 from gateway.upstreams import resolve_values
+from gateway.webhooks import CachedConfigStore, QueuedSender, WebhookDispatcher, one_at_a_time
 from identity.errors import IdentityError
 from identity.tokens import Principal
+
+if TYPE_CHECKING:
+    from gateway.a2a_publish import PublishedAgent  # which builds on this module
 
 log = structlog.get_logger(__name__)
 
@@ -265,8 +276,10 @@ class RemoteAgent:
         act: dict[str, Any] = {"sub": GATEWAY_CLIENT_ID}
         inner: dict[str, Any] = act
         if principal is not None:
-            chain = (
-                [principal.client_id, *principal.actors] if principal.client_id != principal.subject else []
+            # `actors` already starts with the current actor (the client); a client acting for
+            # someone without a chain in its token still names itself.
+            chain = list(principal.actors) or (
+                [principal.client_id] if principal.client_id != principal.subject else []
             )
             for actor in chain:
                 inner["act"] = {"sub": actor}
@@ -350,7 +363,12 @@ class CoalescingTaskStore(DatabaseTaskStore):
     rejected, input- or auth-required); while it works, the latest state is kept here and written
     at most every `flush_after_s` (and always before the next decisive write). `get` in this
     process sees the latest state; lists and other replicas may see progress `flush_after_s` late,
-    never a final state late (bench/a2a_overhead.py: 4 writes per blocking message become 2)."""
+    never a final state late (bench/a2a_overhead.py: 4 writes per blocking message become 2).
+
+    The store-light relay (`adapters/a2a/relay.py`) `stage`s even a new task's states (nobody can
+    know its id before it is answered) and `finish`es with one write: a blocking message that ends
+    within `flush_after_s` costs one write. A task canceled (by CancelTask, here) while relayed
+    stays canceled: `finish` then writes nothing and returns the canceled task."""
 
     WORKING_STATES: Final = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
     MAX_KNOWN: Final = 100_000
@@ -364,23 +382,74 @@ class CoalescingTaskStore(DatabaseTaskStore):
         """Tasks this process has written (insertion-ordered, oldest forgotten first)."""
         self._pending: dict[tuple[str, str], tuple[Task, ServerCallContext]] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._flushes: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._relayed: dict[tuple[str, str], Task | None] = {}
+        """Tasks in the store-light relay: None, or the state CancelTask wrote meanwhile."""
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         key = (self.owner_resolver(context), task.id)
         if task.status.state in self.WORKING_STATES and key in self._known:
+            self._hold(key, task, context)
+            return
+        if key in self._relayed and task.status.state in TERMINAL_TASK_STATES:
             copy = Task()
             copy.CopyFrom(task)
-            self._pending[key] = (copy, context)
-            if key not in self._timers:
-                loop = asyncio.get_running_loop()
-                self._timers[key] = loop.call_later(self._flush_after_s, self._schedule_flush, key)
-            return
+            self._relayed[key] = copy
+        await self._write(key, task, context)
+
+    def stage(self, task: Task, context: ServerCallContext) -> None:
+        key = (self.owner_resolver(context), task.id)
+        self._relayed.setdefault(key, None)
+        self._hold(key, task, context)
+
+    async def finish(self, task: Task, context: ServerCallContext) -> Task:
+        key = (self.owner_resolver(context), task.id)
+        settled = self._relayed.pop(key, None)
+        if settled is not None:
+            return settled
+        await self._write(key, task, context)
+        return task
+
+    def _hold(self, key: tuple[str, str], task: Task, context: ServerCallContext) -> None:
+        copy = Task()
+        copy.CopyFrom(task)
+        self._pending[key] = (copy, context)
+        if key not in self._timers:
+            loop = asyncio.get_running_loop()
+            self._timers[key] = loop.call_later(self._flush_after_s, self._schedule_flush, key)
+
+    async def _write(self, key: tuple[str, str], task: Task, context: ServerCallContext) -> None:
         self._drop_pending(key)
-        await super().save(task, context)
+        flushing = self._flushes.get(key)
+        if flushing is not None:  # an older state on its way: ours must land after it
+            with suppress(Exception):
+                await flushing
+        await self._upsert(task, context)
         self._known[key] = None
         if len(self._known) > self.MAX_KNOWN:
             del self._known[next(iter(self._known))]
+
+    async def _upsert(self, task: Task, context: ServerCallContext) -> None:
+        """One `INSERT .. ON CONFLICT DO UPDATE` (SQLite, PostgreSQL) where the SDK's ORM `merge`
+        reads the row first (a third of the CPU of a save); the update applies only to the same
+        owner's row. Other databases: the SDK's save."""
+        dialect = self.engine.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            async with one_at_a_time(self.engine):
+                await DatabaseTaskStore.save(self, task, context)
+            return
+        await self._ensure_initialized()
+        owner = self.owner_resolver(context)
+        row = self._to_orm(task, owner)
+        table = cast(Table, sa_inspect(self.task_model).local_table)
+        values = {prop.columns[0].name: getattr(row, prop.key) for prop in _columns(self.task_model)}
+        insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+        statement = insert(table).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.id], set_=values, where=table.c.owner == owner
+        )
+        async with one_at_a_time(self.engine), self.engine.begin() as conn:
+            await conn.execute(statement)
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         pending = self._pending.get((self.owner_resolver(context), task_id))
@@ -388,7 +457,12 @@ class CoalescingTaskStore(DatabaseTaskStore):
             copy = Task()
             copy.CopyFrom(pending[0])
             return copy
-        return await super().get(task_id, context)
+        async with one_at_a_time(self.engine):
+            return await super().get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        async with one_at_a_time(self.engine):
+            return await super().list(params, context)
 
     def _drop_pending(self, key: tuple[str, str]) -> None:
         self._pending.pop(key, None)
@@ -402,14 +476,19 @@ class CoalescingTaskStore(DatabaseTaskStore):
     def _schedule_flush(self, key: tuple[str, str]) -> None:
         self._timers.pop(key, None)
         flush = asyncio.get_running_loop().create_task(self._flush(key))
-        self._flushes.add(flush)
-        flush.add_done_callback(self._flushes.discard)
+        self._flushes[key] = flush
+        flush.add_done_callback(partial(self._flushed, key))
+
+    def _flushed(self, key: tuple[str, str], flush: asyncio.Task[None]) -> None:
+        if self._flushes.get(key) is flush:
+            del self._flushes[key]
 
     async def _flush(self, key: tuple[str, str]) -> None:
         pending = self._pending.pop(key, None)
         if pending is not None:
             try:
-                await DatabaseTaskStore.save(self, *pending)
+                await self._upsert(*pending)
+                self._known[key] = None
             except Exception as exc:  # noqa: BLE001 - progress only; the final state is written at once
                 log.warning("a2a_task_progress_not_saved", error=type(exc).__name__)
 
@@ -418,12 +497,16 @@ class CoalescingTaskStore(DatabaseTaskStore):
         for key in list(self._pending):
             self._cancel_timer(key)
             await self._flush(key)
-        for flush in list(self._flushes):
+        for flush in list(self._flushes.values()):
             with suppress(Exception):
                 await flush
 
 
 PROGRESS_FLUSH_S: Final = 0.5
+
+
+def _columns(model: type) -> list[ColumnProperty[Any]]:
+    return list(sa_inspect(model).column_attrs)
 
 
 def task_store(engine: AsyncEngine, agent: str) -> CoalescingTaskStore:
@@ -443,7 +526,7 @@ PUSH_TABLE: Final = "interlink_a2a_push_configs"
 def push_store(engine: AsyncEngine, agent: str, key: bytes) -> DatabasePushNotificationConfigStore:
     """The callers' webhook configs for one agent's tasks, owned like the tasks; the stored config
     (URL, token, credentials) is encrypted with `key`."""
-    store = DatabasePushNotificationConfigStore(engine, encryption_key=key, owner_resolver=_owner(agent))
+    store = CachedConfigStore(engine, encryption_key=key, owner_resolver=_owner(agent))
     model = _task_models.get(PUSH_TABLE)
     if model is None:
         model = _task_models[PUSH_TABLE] = create_push_notification_config_model(PUSH_TABLE, base=_TaskBase)
@@ -481,31 +564,6 @@ def webhook_rule(allow_private: bool) -> Callable[[str], Awaitable[bool]]:
     return check
 
 
-class WebhookSender(BasePushNotificationSender):
-    """Posts each update of a task to its callers' webhooks, best effort: the URL re-checked before
-    each delivery (and each connection by the client), the whole delivery bounded in time."""
-
-    def __init__(
-        self, http: httpx.AsyncClient, store: DatabasePushNotificationConfigStore, *, allow_private: bool
-    ) -> None:
-        async def acceptable(url: str) -> bool:
-            try:
-                await check_webhook_url(url, allow_private=allow_private)
-            except FetchError as exc:
-                log.warning("a2a_webhook_refused", problem=str(exc))
-                return False
-            return True
-
-        super().__init__(http, store, push_url_validator=acceptable)
-
-    async def send_notification(self, task_id: str, event: PushNotificationEvent) -> None:
-        try:
-            async with asyncio.timeout(2 * WEBHOOK_TIMEOUT_S):
-                await super().send_notification(task_id, event)
-        except TimeoutError:
-            log.warning("a2a_webhook_timeout", task_id=task_id)
-
-
 class FaceHandler(GovernedHandler):
     """Cancels downstream from whichever replica receives CancelTask: the SDK reaches the proxy
     executor's `cancel` only on the replica running the task; on another one it just records
@@ -523,6 +581,15 @@ class FaceHandler(GovernedHandler):
             return await DefaultRequestHandler.on_cancel_task(self, params, context)
 
         return await self._governed(context, "CancelTask", params.id, run)
+
+
+def interfaces(public_url: str, name: str) -> list[AgentInterface]:
+    """Interlink's interfaces for the agent it serves at `/a2a/<name>`: JSON-RPC, then HTTP+JSON."""
+    base = f"{public_url}/a2a/{name}"
+    return [
+        AgentInterface(url=base, protocol_binding="JSONRPC", protocol_version="1.0"),
+        AgentInterface(url=f"{base}/rest", protocol_binding="HTTP+JSON", protocol_version="1.0"),
+    ]
 
 
 def _secure(card: AgentCard, public_url: str, scopes: Sequence[str]) -> None:
@@ -563,9 +630,18 @@ class A2AFace:
         routes: Sequence[A2ARouteSettings] = (),
         *,
         push_key_file: Path | None = None,
+        push: A2APushSettings | None = None,
     ) -> None:
         self._identity = identity
         self._push_key_file = push_key_file
+        self._push = push or A2APushSettings()
+        self.webhooks = WebhookDispatcher(
+            workers=self._push.workers,
+            max_queued=self._push.max_queued,
+            timeout_s=self._push.timeout_s,
+            attempts=self._push.attempts,
+        )
+        """The gateway's push-notification delivery queue (gateway/webhooks.py)."""
         self._webhooks: list[httpx.AsyncClient] = []
         self._max_body_bytes = max_body_bytes
         self._public_url = public_url
@@ -577,10 +653,14 @@ class A2AFace:
         self._router: ASGIApp | None = None
         self._routers: dict[str, ASGIApp] = {}
         self._stores: list[CoalescingTaskStore] = []
+        self._handlers: list[DefaultRequestHandler] = []
         self._refresher: asyncio.Task[None] | None = None
+        self.published: dict[str, PublishedAgent] = {}
+        """Agents Interlink serves itself from MCP tools (gateway/a2a_publish.py), set by the app."""
 
     async def start(self, engine: AsyncEngine) -> None:
         key = push_key(self._push_key_file) if self.agents else b""
+        self.webhooks.start()
         for name, agent in self.agents.items():
             await agent.load_card()
             store = task_store(engine, name)
@@ -596,46 +676,75 @@ class A2AFace:
                 store,
                 self.card_for_callers(name),
                 push_config_store=configs,
-                push_sender=WebhookSender(http, configs, allow_private=allow_private),
+                push_sender=QueuedSender(self.webhooks, http, configs, allow_private=allow_private),
                 push_url_validator=webhook_rule(allow_private),
                 governor=self._governors[name],
                 skill_of=agent.skill_of,
+                relay_store=store,
                 agent=agent,
                 store=store,
             )
-            builder = _ContextBuilder()
-            routes = [
-                *create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=builder),
-                # HTTP+JSON binding under /a2a/<name>/rest (its own router, so the SDK's catch-all
-                # tenant mount cannot swallow other paths)
-                *create_rest_routes(handler, context_builder=builder, path_prefix=f"/a2a/{name}/rest"),
-            ]
-            self._routers[name] = McpRequestGuard(Router(routes=routes), self._max_body_bytes)
+            self._handlers.append(handler)
+            self._routers[name] = self._endpoint(name, handler)
+        for name, published in self.published.items():
+            store = task_store(engine, name)
+            self._stores.append(store)
+            await store.initialize()
+            self._routers[name] = self._endpoint(name, published.handler(store))
         if self.agents:
             store = task_store(engine, ROUTER)
             self._stores.append(store)
             await store.initialize()
             card = self.router_card()
+            configs = push_store(engine, ROUTER, key)
+            await configs.initialize()
+            allow_private = self._push.allow_private_webhooks
+            http = webhook_client(allow_private=allow_private)
+            self._webhooks.append(http)
             router = RouterHandler(
                 RoutingExecutor(self),
                 store,
                 card,
+                push_config_store=configs,
+                push_sender=QueuedSender(self.webhooks, http, configs, allow_private=allow_private),
+                push_url_validator=webhook_rule(allow_private),
                 face=self,
                 store=store,
                 extended_agent_card=card,
                 extended_card_modifier=self._card_for_caller,
             )
-            router_routes = create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=_ContextBuilder())
+            builder = _ContextBuilder()
+            router_routes = [
+                *create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=builder),
+                *create_rest_routes(router, context_builder=builder, path_prefix=ROUTER_REST),
+            ]
+            self._handlers.append(router)
             self._router = McpRequestGuard(Router(routes=router_routes), self._max_body_bytes)
         self._refresher = asyncio.create_task(self._refresh_cards())
 
+    def _endpoint(self, name: str, handler: DefaultRequestHandler) -> ASGIApp:
+        """`/a2a/<name>`: JSON-RPC, and HTTP+JSON under `/a2a/<name>/rest` (its own router, so the
+        SDK's catch-all tenant mount cannot swallow other paths); bodies bounded."""
+        builder = _ContextBuilder()
+        routes = [
+            *create_jsonrpc_routes(handler, rpc_url=f"/a2a/{name}", context_builder=builder),
+            *create_rest_routes(handler, context_builder=builder, path_prefix=f"/a2a/{name}/rest"),
+        ]
+        return McpRequestGuard(Router(routes=routes), self._max_body_bytes)
+
     async def stop(self) -> None:
+        """Stop following the tasks still running downstream, leaving each as last stored (with
+        its downstream ids): after a restart it is found, listed and cancelled (the cancel reaches
+        the agent) like any other; it does not fail because the gateway stopped."""
         if self._refresher is not None:
             self._refresher.cancel()
+        for handler in self._handlers:
+            await handler.aclose()
         for store in self._stores:
             await store.flush_all()
         for agent in self.agents.values():
             await agent.close()
+        await self.webhooks.stop()
         for http in self._webhooks:
             await http.aclose()
 
@@ -687,12 +796,18 @@ class A2AFace:
             supported_interfaces=[
                 AgentInterface(
                     url=f"{self._public_url}/a2a", protocol_binding="JSONRPC", protocol_version="1.0"
-                )
+                ),
+                AgentInterface(
+                    url=f"{self._public_url}{ROUTER_REST}",
+                    protocol_binding="HTTP+JSON",
+                    protocol_version="1.0",
+                ),
             ],
             default_input_modes=["text/plain"],
             default_output_modes=["text/plain"],
         )
         card.capabilities.streaming = True
+        card.capabilities.push_notifications = True  # delivered by Interlink (gateway/webhooks.py)
         card.capabilities.extended_agent_card = True
         for name, agent in self.agents.items():
             for skill in agent.card.skills if agent.card is not None else ():
@@ -741,7 +856,9 @@ class A2AFace:
         )
 
     def statuses(self) -> list[dict[str, Any]]:
-        return [vars(a.status) | {} for a in self.agents.values()]
+        return [vars(a.status) | {} for a in self.agents.values()] + [
+            p.status() for p in self.published.values()
+        ]
 
     def card_for_callers(self, name: str) -> AgentCard:
         """The downstream card as callers see it: Interlink's endpoint, Interlink's OAuth scheme,
@@ -753,18 +870,7 @@ class A2AFace:
         else:
             card.name = name
         del card.supported_interfaces[:]
-        card.supported_interfaces.append(
-            AgentInterface(
-                url=f"{self._public_url}/a2a/{name}", protocol_binding="JSONRPC", protocol_version="1.0"
-            )
-        )
-        card.supported_interfaces.append(
-            AgentInterface(
-                url=f"{self._public_url}/a2a/{name}/rest",
-                protocol_binding="HTTP+JSON",
-                protocol_version="1.0",
-            )
-        )
+        card.supported_interfaces.extend(interfaces(self._public_url, name))
         del card.signatures[:]
         card.ClearField("security_schemes")
         del card.security_requirements[:]
@@ -779,21 +885,25 @@ class A2AFace:
         name = scope["path_params"]["agent"]
         rest = scope["path_params"].get("rest", "")
         agent = self.agents.get(name)
-        if agent is None:
+        published = self.published.get(name)
+        if agent is not None:
+            settings: RemoteAgentSettings | PublishedAgentSettings = agent.settings
+        elif published is not None:
+            settings = published.settings
+        else:
             await send_error(send, "unknown_agent", f"no A2A agent named {name!r}")
             return
         if rest == CARD_PATH.lstrip("/") and scope["method"] == "GET":
-            body = MessageToDict(self.card_for_callers(name))
+            card = await published.card() if published is not None else self.card_for_callers(name)
+            body = MessageToDict(card)
             await JSONResponse(body, headers={"cache-control": "max-age=60"})(scope, receive, send)
             return
         if rest and rest != "rest" and not rest.startswith("rest/"):
             await send_error(send, "unknown_agent", f"no A2A endpoint at /a2a/{name}/{rest}")
             return
-        if not agent.settings.public:
+        if not settings.public:
             try:
-                principal = self._identity.authenticate(
-                    scope, name, agent.settings.required_scopes, face="a2a"
-                )
+                principal = self._identity.authenticate(scope, name, settings.required_scopes, face="a2a")
             except IdentityError as exc:
                 await self._identity.send_challenge(send, name, exc, kind="a2a")
                 return
@@ -803,6 +913,9 @@ class A2AFace:
         router = self._routers.get(name)
         if router is None:
             await send_error(send, "upstream_unavailable", f"agent {name!r} is not ready")
+            return
+        if agent is None:  # published: bounded by its virtual server's upstreams
+            await router(scope, receive, send)
             return
         async with agent.slots:
             await router(scope, receive, send)
@@ -816,6 +929,8 @@ AGENT_KEY: Final = "interlink.agent"
 """Task `metadata` key of a routed task: the agent that holds it (follow-ups and cancel go there)."""
 ROUTER: Final = "router"
 """The governor (and task owner prefix) of the aggregate endpoint; no agent may take this name."""
+ROUTER_REST: Final = "/a2a/rest"
+"""The aggregate endpoint's HTTP+JSON binding (so no agent may be named `rest` either)."""
 
 
 class _Tagging:
@@ -901,7 +1016,7 @@ class RouterHandler(DefaultRequestHandler):
     rules, or the agents whose card offers the skill), governs it under the first agent's policy,
     and keeps follow-ups and cancels on the agent that holds the task."""
 
-    def __init__(self, *args: Any, face: A2AFace, store: DatabaseTaskStore, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, face: A2AFace, store: CoalescingTaskStore, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._face = face
         self._store = store
@@ -943,6 +1058,8 @@ class RouterHandler(DefaultRequestHandler):
 
         async def run() -> Any:
             await decide(governor, scope, skill, params.message, context)
+            if relayable(params):
+                return await relay_message(self.agent_executor, params, context, self._store)
             return await DefaultRequestHandler.on_message_send(self, params, context)
 
         return await self._governed(
@@ -994,6 +1111,44 @@ class RouterHandler(DefaultRequestHandler):
             return await DefaultRequestHandler.on_cancel_task(self, params, context)
 
         return await self._governed(context, ROUTER, "CancelTask", params.id, run)
+
+    # Push-notification configs: owner-scoped by the store; every call is recorded.
+
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "CreateTaskPushNotificationConfig",
+            params.task_id,
+            partial(DefaultRequestHandler.on_create_task_push_notification_config, self, params, context),
+        )
+
+    async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "GetTaskPushNotificationConfig",
+            params.task_id,
+            partial(DefaultRequestHandler.on_get_task_push_notification_config, self, params, context),
+        )
+
+    async def on_list_task_push_notification_configs(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "ListTaskPushNotificationConfigs",
+            params.task_id,
+            partial(DefaultRequestHandler.on_list_task_push_notification_configs, self, params, context),
+        )
+
+    async def on_delete_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        return await self._governed(
+            context,
+            ROUTER,
+            "DeleteTaskPushNotificationConfig",
+            params.task_id,
+            partial(DefaultRequestHandler.on_delete_task_push_notification_config, self, params, context),
+        )
 
 
 async def cancel_downstream(agent: RemoteAgent, task: Task | None, context: ServerCallContext) -> None:

@@ -27,6 +27,7 @@ from adapters.mcp.pool import UpstreamPool
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.a2a_face import A2AFace
+from gateway.a2a_publish import published_agents
 from gateway.admin_api import admin_routes
 from gateway.approvals import Approvals
 from gateway.audit import Actor, AuditLog, AuditStore, DecisionInfo, Event, Outcome, Target, signer_for
@@ -37,7 +38,12 @@ from gateway.pins import ToolPins
 from gateway.policies import PolicyManager, initial_policy
 from gateway.ratelimit import LocalLimiter, RedisLimiter
 from gateway.registry import Registry
-from gateway.settings import GatewaySettings, VirtualServerSettings
+from gateway.settings import (
+    GatewaySettings,
+    PublishedAgentSettings,
+    RemoteAgentSettings,
+    VirtualServerSettings,
+)
 from gateway.upstreams import build_spec, resolve_values
 from identity.errors import IdentityError
 
@@ -75,6 +81,11 @@ def create_app(
         )
         for v in settings.virtual_servers
     }
+    served: list[RemoteAgentSettings | PublishedAgentSettings] = [
+        *settings.a2a_agents,
+        *settings.a2a_published,
+    ]
+    """The A2A agents served at `/a2a/<name>`: proxied, and published from MCP tools."""
     a2a_governors = {
         a.name: Governor(
             a.name,
@@ -86,7 +97,7 @@ def create_app(
             clock=clock,
             protocol="a2a",
         )
-        for a in settings.a2a_agents
+        for a in served
     }
     a2a_governors["router"] = Governor(  # the aggregate endpoint's own calls (GetTask, ...)
         "router", policy=initial, audit=audit, public=False, clock=clock, protocol="a2a"
@@ -99,6 +110,7 @@ def create_app(
         settings.limits.max_body_bytes,
         settings.a2a_routes,
         push_key_file=settings.a2a_push.key_path(settings.identity.database_url),
+        push=settings.a2a_push,
     )
     providers = build_providers(
         settings,
@@ -124,6 +136,7 @@ def create_app(
         )
         for v in settings.virtual_servers
     }
+    face.published.update(published_agents(settings, virtuals, a2a_governors))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -152,7 +165,7 @@ def create_app(
                 "name": "interlink",
                 "version": __version__,
                 "mcp": {name: f"/mcp/{name}" for name in virtuals},
-                "a2a": {name: f"/a2a/{name}" for name in face.agents},
+                "a2a": {name: f"/a2a/{name}" for name in [*face.agents, *face.published]},
                 "health": "/healthz",
                 "ready": "/readyz",
             }
@@ -180,12 +193,13 @@ def create_app(
             methods=["GET", "POST", "DELETE"],
         ),
         Route("/a2a", AsgiEndpoint(face.serve_router), methods=["POST"]),
+        Route("/a2a/rest/{rest:path}", AsgiEndpoint(face.serve_router), methods=["GET", "POST", "DELETE"]),
         Route("/.well-known/agent-card.json", AsgiEndpoint(face.serve_card), methods=["GET"]),
         Route("/a2a/{agent}", face, methods=["GET", "POST"]),
         Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST", "DELETE"]),
         *identity.routes(
             {v.name: v.required_scopes for v in settings.virtual_servers if not v.public},
-            {a.name: a.required_scopes for a in settings.a2a_agents if not a.public}
+            {a.name: a.required_scopes for a in served if not a.public}
             | ({"": ["a2a"]} if settings.a2a_agents else {}),
         ),
         *admin_routes(

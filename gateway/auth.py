@@ -64,7 +64,10 @@ class Identity:
         self.issuer_url = settings.public_url
         self.resources = {
             f"mcp/{v.name}": f"{self.issuer_url}/mcp/{v.name}" for v in settings.virtual_servers
-        } | {f"a2a/{a.name}": f"{self.issuer_url}/a2a/{a.name}" for a in settings.a2a_agents}
+        } | {
+            f"a2a/{name}": f"{self.issuer_url}/a2a/{name}"
+            for name in [a.name for a in settings.a2a_agents] + [p.name for p in settings.a2a_published]
+        }
         if settings.a2a_agents:
             self.resources["a2a"] = f"{self.issuer_url}/a2a"  # the aggregate, routing endpoint
         """Resource name (`mcp/<virtual>`) -> canonical URI."""

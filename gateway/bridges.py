@@ -9,9 +9,10 @@ from pathlib import Path
 
 from adapters.mcp.providers import ToolProvider
 from gateway.a2a_face import A2AFace
+from gateway.a2a_tools import a2a_tool_provider
 from gateway.auth import Identity
 from gateway.enforce import Governor
-from gateway.settings import A2AToolsUpstream, ConfigError, GatewaySettings, OpenApiUpstream
+from gateway.settings import A2AToolsUpstream, GatewaySettings, OpenApiUpstream
 
 
 def build_providers(
@@ -28,15 +29,21 @@ def build_providers(
         if isinstance(upstream, OpenApiUpstream):
             providers[upstream.name] = _openapi(upstream, identity, config_dir)
         elif isinstance(upstream, A2AToolsUpstream):
-            providers[upstream.name] = _a2a_tools(upstream, face, a2a_governors)
+            providers[upstream.name] = _a2a_tools(upstream, face, a2a_governors, settings)
     return providers
 
 
 def _openapi(upstream: OpenApiUpstream, identity: Identity, config_dir: Path | None) -> ToolProvider:
-    raise ConfigError(f"upstreams.{upstream.name}: transport 'openapi' is not available yet")
+    """A REST system's operations (gateway/openapi_upstream.py); a file document is converted now."""
+    from gateway.openapi_upstream import build_openapi
+
+    return build_openapi(upstream, config_dir)
 
 
 def _a2a_tools(
-    upstream: A2AToolsUpstream, face: A2AFace, a2a_governors: Mapping[str, Governor]
+    upstream: A2AToolsUpstream,
+    face: A2AFace,
+    a2a_governors: Mapping[str, Governor],
+    settings: GatewaySettings,
 ) -> ToolProvider:
-    raise ConfigError(f"upstreams.{upstream.name}: transport 'a2a' is not available yet")
+    return a2a_tool_provider(upstream, face.agents[upstream.agent], a2a_governors[upstream.agent], settings)

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from gateway import __version__
-from gateway.settings import ConfigError, GatewaySettings, load_settings
+from gateway.settings import ConfigError, GatewaySettings, OpenApiUpstream, load_settings
 
 DEFAULT_CONFIG = Path("interlink.yaml")
 
@@ -140,6 +140,11 @@ def _check(config: Path) -> int:
     identity = Identity(settings)
     for upstream in settings.mcp_upstreams:
         build_spec(upstream, identity.upstream_tokens)  # resolves every secret, so a missing one fails here
+    for rest in settings.upstreams:
+        if isinstance(rest, OpenApiUpstream):
+            from gateway.openapi_upstream import check_openapi
+
+            print(f"  {check_openapi(rest, config.parent)}")
     for agent in settings.identity.agents:
         if agent.secret is not None:
             resolve_values({"secret": agent.secret}, f"identity.agents.{agent.client_id}")

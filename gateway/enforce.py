@@ -401,6 +401,7 @@ DENYING_REASONS: Final = frozenset(
     {
         "policy_denied",
         "unknown_tool",
+        "unknown_skill",
         "unknown_prompt",
         "unknown_resource",
         "invalid_arguments",
@@ -447,6 +448,9 @@ def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
         reason = meta.get("io.interlink/reason") if isinstance(meta, Mapping) else None
         if reason == "invalid_arguments":
             return Outcome(status="denied", reason=reason), reason
+        if isinstance(reason, str):  # a bridge's own reason, e.g. an OpenAPI upstream's HTTP status
+            http = meta.get("io.interlink/status")
+            return Outcome(status="tool_error", reason=reason, code=http if type(http) is int else None), None
         return Outcome(status="tool_error"), None
     return Outcome(status="ok"), None
 

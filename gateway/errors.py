@@ -7,6 +7,7 @@ Each protocol adapter maps `reason` to its wire code in its own `REASON_CODES` t
     ├── RequestError                 the caller's request is wrong
     │   ├── UnknownVirtualServer     no virtual server of that name (404)
     │   ├── UnknownTool              no such tool on this virtual server
+    │   ├── UnknownSkill             no such skill on this (published) A2A agent
     │   ├── UnknownPrompt            no such prompt on this virtual server
     │   ├── UnknownResource          no upstream of this virtual server serves that URI
     │   ├── InvalidArguments         arguments do not match the tool's input schema
@@ -47,6 +48,10 @@ class UnknownVirtualServer(RequestError):
 
 class UnknownTool(RequestError):
     reason = "unknown_tool"
+
+
+class UnknownSkill(RequestError):
+    reason = "unknown_skill"
 
 
 class UnknownPrompt(RequestError):

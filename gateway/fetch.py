@@ -30,6 +30,26 @@ class FetchError(Exception):
 async def fetch_json(url: str, *, allow_private: bool = False) -> dict[str, Any]:
     """GET `url` as a JSON object. Plain http and private, loopback or link-local addresses are
     refused unless `allow_private` (development against local services)."""
+    body = await fetch_bytes(url, allow_private=allow_private)
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise FetchError("not JSON") from None
+    if not isinstance(document, dict):
+        raise FetchError("not a JSON object")
+    return document
+
+
+async def fetch_bytes(
+    url: str,
+    *,
+    allow_private: bool = False,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    accept: str = "application/json",
+    timeout_s: float = FETCH_TIMEOUT_S,
+) -> bytes:
+    """GET `url`'s body under the same rules as `fetch_json`, at most `max_bytes` (an OpenAPI
+    document is larger than a JWKS and may be YAML)."""
     parts = urlsplit(url)
     if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
         raise FetchError("only https URLs are fetched")
@@ -39,26 +59,20 @@ async def fetch_json(url: str, *, allow_private: bool = False) -> dict[str, Any]
         await _require_public(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     body = bytearray()
     try:
-        with anyio.fail_after(FETCH_TIMEOUT_S):
-            async with httpx2.AsyncClient(follow_redirects=False, timeout=FETCH_TIMEOUT_S) as http:
-                async with http.stream("GET", url, headers={"accept": "application/json"}) as response:
+        with anyio.fail_after(timeout_s):
+            async with httpx2.AsyncClient(follow_redirects=False, timeout=timeout_s) as http:
+                async with http.stream("GET", url, headers={"accept": accept}) as response:
                     if response.status_code != 200:
                         raise FetchError(f"HTTP {response.status_code} (redirects are not followed)")
                     async for chunk in response.aiter_bytes():
                         body += chunk
-                        if len(body) > MAX_DOCUMENT_BYTES:
-                            raise FetchError(f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+                        if len(body) > max_bytes:
+                            raise FetchError(f"document larger than {max_bytes} bytes")
     except TimeoutError:
-        raise FetchError(f"no answer within {FETCH_TIMEOUT_S:g}s") from None
+        raise FetchError(f"no answer within {timeout_s:g}s") from None
     except httpx2.HTTPError as exc:
         raise FetchError(f"network error ({type(exc).__name__})") from None
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise FetchError("not JSON") from None
-    if not isinstance(document, dict):
-        raise FetchError("not a JSON object")
-    return document
+    return bytes(body)
 
 
 async def _require_public(host: str, port: int) -> None:

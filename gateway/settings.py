@@ -298,8 +298,8 @@ class RemoteAgentSettings(_Model):
 
     @model_validator(mode="after")
     def _one_card(self) -> RemoteAgentSettings:
-        if self.name == "router":
-            raise ValueError("the name 'router' is reserved (the aggregate endpoint's own)")
+        if self.name in ("router", "rest"):
+            raise ValueError(f"the name {self.name!r} is reserved (the aggregate endpoint's own)")
         if (self.card_url is None) == (self.card is None):
             raise ValueError("give exactly one of card_url and card")
         return self
@@ -321,8 +321,8 @@ class PublishedAgentSettings(_Model):
 
     @model_validator(mode="after")
     def _not_router(self) -> PublishedAgentSettings:
-        if self.name == "router":
-            raise ValueError("the name 'router' is reserved (the aggregate endpoint's own)")
+        if self.name in ("router", "rest"):
+            raise ValueError(f"the name {self.name!r} is reserved (the aggregate endpoint's own)")
         return self
 
 
@@ -493,6 +493,17 @@ class A2APushSettings(_Model):
     """The Fernet key, created on first start with mode 0600. Default: `a2a-push-key` beside the
     identity SQLite file (or in `interlink-data/`); a throw-away key for an in-memory database.
     Replicas sharing one database must share this file."""
+    allow_private_webhooks: bool = False
+    """Accept http and private/loopback webhook URLs on the aggregate endpoint `/a2a` (development
+    only; each proxied agent has its own `allow_private_webhooks`)."""
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """Longest one webhook POST may take (gateway/webhooks.py)."""
+    attempts: int = Field(default=3, ge=1, le=5)
+    """Tries per update and webhook when it fails (no connection, timeout, HTTP 5xx or 429)."""
+    workers: int = Field(default=8, ge=1, le=256)
+    """Deliveries in flight at once (one per task at a time, in order)."""
+    max_queued: int = Field(default=10_000, ge=1)
+    """Updates waiting for delivery; beyond that new ones are dropped (logged)."""
 
     def key_path(self, database_url: str) -> Path | None:
         """Where the key lives; None for an in-memory identity database (a throw-away key)."""

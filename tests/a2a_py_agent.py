@@ -8,6 +8,8 @@ peer `tests/a2a_js/agent.mjs`, so tests can drive either vendor the same way.
 - "ask": INPUT_REQUIRED "what is your name?"; the next message on that task (or, without a task id, on
   that context) completes with artifact and status message "thanks, <answer>".
 - "fail": ends FAILED with "failed on purpose".
+- "report": completes with one artifact of a data part `{"total": 42, "items": [1, 2]}`, a file part
+  with bytes (`report.csv`, text/csv) and a file part with a URL (`https://example.com/report.pdf`).
 
 `serve_agent()` runs it on loopback and yields the base URL; the card is at
 `/.well-known/agent-card.json`, JSON-RPC at `/a2a/jsonrpc` (A2A 1.0; `protocol_versions=("0.3", "1.0")`
@@ -33,6 +35,8 @@ from a2a.server.tasks import (
     TaskUpdater,
 )
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, Message, Part, TaskState
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import ParseDict
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -104,6 +108,16 @@ class HelpdeskExecutor(AgentExecutor):
             await up.requires_input(say("what is your name?"))
         elif command == "fail":
             await up.failed(say("failed on purpose"))
+        elif command == "report":
+            parts = [
+                Part(data=ParseDict({"total": 42, "items": [1, 2]}, struct_pb2.Value())),
+                Part(raw=b"a,b\n1,2\n", filename="report.csv", media_type="text/csv"),
+                Part(
+                    url="https://example.com/report.pdf", filename="report.pdf", media_type="application/pdf"
+                ),
+            ]
+            await up.add_artifact(parts, artifact_id="report", name="report")
+            await up.complete(say("report ready"))
         else:
             await up.add_artifact(
                 [Part(text=f"unknown command: {text}")], artifact_id="result", name="result"
@@ -149,6 +163,7 @@ def agent_card(
             skill("slow", "Works until cancelled.", ["cancel", "long-running"], "slow"),
             skill("ask", "Asks a question, then thanks you for the answer.", ["multi-turn"], "ask"),
             skill("fail", "Ends the task FAILED.", ["error"], "fail"),
+            skill("report", "Returns a data part, a file and a link.", ["files", "data"], "report"),
         ],
     )
 

@@ -42,10 +42,12 @@ from a2a.utils.errors import (
     JSON_RPC_ERROR_CODE_MAP,
     A2AError,
     ErrorMapping,
+    InvalidParamsError,
 )
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 
+from adapters.a2a.relay import RelayStore, relay_message, relayable
 from adapters.governance import CallGovernor
 from gateway.errors import GatewayError
 
@@ -101,10 +103,15 @@ def _error_class(reason: str) -> type[A2AError]:
     return cls
 
 
+_INVALID_PARAMS: Final = frozenset({"invalid_arguments", "unknown_skill"})
+"""Reasons that are the SDK's own invalid-params error (JSON-RPC -32602, HTTP 400)."""
+
+
 def to_a2a_error(error: GatewayError) -> A2AError:
     """The A2A error a caller receives for one of ours (message and data safe to show)."""
     reason = error.reason.replace("upstream_", "downstream_")
-    return _error_class(reason)(error.message, data={"reason": reason, **error.detail})
+    cls = InvalidParamsError if reason in _INVALID_PARAMS else _error_class(reason)
+    return cls(error.message, data={"reason": reason, **error.detail})
 
 
 # -- relaying a task -------------------------------------------------------------------------------
@@ -362,12 +369,18 @@ def message_meta(message: Message) -> dict[str, Any]:
 
 
 async def decide(
-    governor: Governor, scope: Mapping[str, Any], skill: str, message: Message, context: ServerCallContext
+    governor: Governor,
+    scope: Mapping[str, Any],
+    skill: str,
+    message: Message,
+    context: ServerCallContext,
+    bridge: str | None = None,
 ) -> None:
     """Decide a message. A call the policy holds for a human is not an error on A2A: the caller's
-    task moves to AUTH_REQUIRED, naming the approval to retry with (the executor answers so)."""
+    task moves to AUTH_REQUIRED, naming the approval to retry with (the executor answers so).
+    `bridge`: the resource of the other protocol the message becomes (recorded with it)."""
     try:
-        await governor.check(scope, "SendMessage", skill, message_args(message))
+        await governor.check(scope, "SendMessage", skill, message_args(message), bridge=bridge)
     except GatewayError as exc:
         if exc.reason != "approval_required":
             raise
@@ -383,14 +396,34 @@ async def hold_task(queue: EventQueue, context: RequestContext, text: str) -> No
 
 class GovernedHandler(DefaultRequestHandler):
     """The SDK's request handler with every call put through the governor first: policy for
-    `SendMessage` (resource `a2a:<agent>/<skill>`), and one audit record per call."""
+    `SendMessage` (resource `a2a:<agent>/<skill>`), and one audit record per call. With a
+    `relay_store`, a blocking message that starts a new task takes the store-light relay
+    (`adapters/a2a/relay.py`)."""
 
     def __init__(
-        self, *args: Any, governor: Governor, skill_of: Callable[[Message], str], **kwargs: Any
+        self,
+        *args: Any,
+        governor: Governor,
+        skill_of: Callable[[Message], str],
+        relay_store: RelayStore | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self._governor = governor
         self._skill_of = skill_of
+        self._relay_store = relay_store
+
+    async def send(self, params: SendMessageRequest, context: ServerCallContext) -> Any:
+        """A decided blocking message: the store-light relay where it applies, else the SDK's way."""
+        if self._relay_store is not None and relayable(params):
+            return await relay_message(self.agent_executor, params, context, self._relay_store)
+        return await DefaultRequestHandler.on_message_send(self, params, context)
+
+    async def _admit(self, skill: str, message: Message, context: ServerCallContext) -> str | None:
+        """Runs before a message is decided (inside its audit record): may refuse it with a
+        GatewayError; returns the resource of the other protocol it becomes, if any (`bridge`).
+        A proxied agent admits every message (its own agent judges it)."""
+        return None
 
     async def _governed(
         self,
@@ -411,8 +444,9 @@ class GovernedHandler(DefaultRequestHandler):
         scope = context.state.get(SCOPE_KEY) or {}
 
         async def run() -> Any:
-            await decide(self._governor, scope, skill, params.message, context)
-            return await super(GovernedHandler, self).on_message_send(params, context)
+            bridge = await self._admit(skill, params.message, context)
+            await decide(self._governor, scope, skill, params.message, context, bridge)
+            return await self.send(params, context)
 
         return await self._governed(context, "SendMessage", skill, run, message_meta(params.message))
 
@@ -423,7 +457,8 @@ class GovernedHandler(DefaultRequestHandler):
         scope = context.state.get(SCOPE_KEY) or {}
 
         async def decide_stream() -> None:
-            await decide(self._governor, scope, skill, params.message, context)
+            bridge = await self._admit(skill, params.message, context)
+            await decide(self._governor, scope, skill, params.message, context, bridge)
 
         # The decision is recorded (write-ahead) before the stream starts; its result record marks
         # the stream as opened. The task's end state is in the task store (GetTask).

@@ -30,6 +30,7 @@ REASON_CODES: Final[Mapping[str, tuple[int, int]]] = {
     "unknown_agent": (METHOD_NOT_FOUND, 404),
     "session_not_found": (INVALID_REQUEST, 404),
     "unknown_tool": (INVALID_PARAMS, 200),
+    "unknown_skill": (INVALID_PARAMS, 200),
     "unknown_prompt": (INVALID_PARAMS, 200),
     "unknown_resource": (RESOURCE_NOT_FOUND, 200),
     "invalid_arguments": (INVALID_PARAMS, 200),

@@ -147,4 +147,4 @@ def test_build_spec_resolves_secrets_at_check_time(monkeypatch: pytest.MonkeyPat
         }
     )
     with pytest.raises(ConfigError, match="WIKI_TOKEN"):
-        build_spec(settings.upstreams[0])
+        build_spec(settings.mcp_upstreams[0])

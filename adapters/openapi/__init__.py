@@ -1,0 +1,1 @@
+"""OpenAPI operations as MCP tools: pure conversion (schema, convert, request) and the REST caller."""
