@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Final
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -152,8 +153,10 @@ def create_app(
             if isinstance(limiter, RedisLimiter):
                 stack.push_async_callback(limiter.close)
             await stack.enter_async_context(pool.running())
+            async with anyio.create_task_group() as tg:  # each may load a document: concurrently
+                for provider in providers.values():
+                    tg.start_soon(provider.start)
             for provider in providers.values():
-                await provider.start()
                 stack.push_async_callback(provider.stop)
             for v in virtuals.values():
                 await stack.enter_async_context(v.manager.run())

@@ -597,6 +597,17 @@ class GatewaySettings(BaseSettings):
         for upstream in self.upstreams:
             if isinstance(upstream, A2AToolsUpstream) and upstream.agent not in downstream:
                 raise ValueError(f"upstream {upstream.name!r} names unknown a2a agent {upstream.agent!r}")
+        # A public virtual server has no caller identity: bridging a protected agent into it would
+        # let anonymous callers reach what needs a token on the agent's own endpoint.
+        protected = {a.name for a in self.a2a_agents if not a.public}
+        bridges = {u.name: u.agent for u in self.upstreams if isinstance(u, A2AToolsUpstream)}
+        for v in self.virtual_servers:
+            exposed = [bridges[u] for u in v.upstreams if u in bridges and bridges[u] in protected]
+            if v.public and exposed:
+                raise ValueError(
+                    f"public virtual server {v.name!r} would expose protected a2a agent(s) "
+                    f"{', '.join(exposed)} to anonymous callers; make the virtual server protected"
+                )
 
     @property
     def mcp_upstreams(self) -> list[McpUpstream]:

@@ -294,6 +294,8 @@ class VirtualServer:
                 results[provider.name] = await provider.tools()
             except (GatewayError, MCPError) as exc:
                 log.warning("upstream_left_out_of_list", upstream=provider.name, cause=str(exc))
+            except Exception as exc:  # noqa: BLE001 - a broken bridge never takes the list down
+                log.error("upstream_left_out_of_list", upstream=provider.name, cause=type(exc).__name__)
 
         async with anyio.create_task_group() as tg:
             for provider in self._providers.values():

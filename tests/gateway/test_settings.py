@@ -148,3 +148,23 @@ def test_build_spec_resolves_secrets_at_check_time(monkeypatch: pytest.MonkeyPat
     )
     with pytest.raises(ConfigError, match="WIKI_TOKEN"):
         build_spec(settings.mcp_upstreams[0])
+
+
+@pytest.mark.parametrize(
+    ("virtual_public", "agent_public", "refused"),
+    [(True, False, True), (True, True, False), (False, False, False)],
+)
+def test_a_public_virtual_server_cannot_bridge_a_protected_agent(
+    virtual_public: bool, agent_public: bool, refused: bool
+) -> None:
+    """Anonymous MCP callers must not reach, through a bridge, an agent that needs a token."""
+    config = {
+        "upstreams": [{"name": "desk-tools", "transport": "a2a", "agent": "desk"}],
+        "virtual_servers": [{"name": "open", "upstreams": ["desk-tools"], "public": virtual_public}],
+        "a2a_agents": [{"name": "desk", "card_url": "https://desk.example.com/card", "public": agent_public}],
+    }
+    if not refused:
+        GatewaySettings(**config)  # type: ignore[arg-type]
+        return
+    with pytest.raises(ValueError, match="public virtual server 'open' would expose protected a2a agent"):
+        GatewaySettings(**config)  # type: ignore[arg-type]
