@@ -4,9 +4,18 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What a governed request's `run` may return when it failed without raising (a bridge answers
+    its caller with a tool error): its audit record's outcome is an error with this stable `reason`."""
+
+    reason: str
 
 
 class CallGovernor(Protocol):

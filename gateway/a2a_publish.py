@@ -3,28 +3,41 @@
 
 * **Card.** Generated from the tool definitions (adapters/a2a/tool_skills.py: skill id = the
   exposed tool name) at `/a2a/<name>/.well-known/agent-card.json`, with Interlink's interfaces and
-  OAuth scheme; never an upstream's URL. The extended card (`GetExtendedAgentCard`) lists only the
-  skills the caller may use: `SendMessage` on `a2a:<name>/<skill>` and `tools/call` on
-  `mcp:<virtual>/<skill>`. Tools the gateway cannot call for an A2A caller (MCP task augmentation
-  required) are left out. Tool lists are re-read at most every `TOOLS_TTL_S`.
+  OAuth scheme (its security requirement names the agent's and the virtual server's scopes: a
+  tool call needs both); never an upstream's URL. The extended card (`GetExtendedAgentCard`)
+  lists only the skills the caller may use: its token holds the virtual server's
+  `required_scopes`, and the policy may show it `SendMessage` on `a2a:<name>/<skill>` and
+  `tools/call` on `mcp:<virtual>/<skill>`. Tools the gateway cannot call for an A2A caller (MCP
+  task augmentation required) are left out. Tool lists are re-read at most every `TOOLS_TTL_S`;
+  a skill not in the list re-reads it at most every `REFRESH_MIN_S`.
 * **A message** names its skill in `metadata.skill` (or the agent has one skill); its arguments are
   its data part, or its text (the mapping rules are in tool_skills.py). An unknown skill, or a
   message that does not map to the tool's arguments, is refused at once with the SDK's
   invalid-params error (JSON-RPC -32602, HTTP 400; `data.reason` `unknown_skill` /
-  `invalid_arguments`, the message naming the arguments expected): nothing ran, so no task exists.
+  `invalid_arguments`): nothing ran, so no task exists. The policy speaks first: a message on a
+  skill the policy does not show the caller (`SendMessage`) is decided, and refused, as any other;
+  an unknown skill names only the skills the caller's extended card shows, and only a caller whose
+  card shows the skill is told the arguments it expects and what its schema refused.
 * **Governed twice, recorded twice.** The A2A side is governed like a proxied agent (policy
   `SendMessage` on `a2a:<name>/<skill>`, approvals, audit, owner-scoped persisted tasks) and its
   record names the MCP side (`target.bridge = mcp:<virtual>/<skill>`); the tool call then goes
   through `VirtualServer.call_as` with the caller's identity: pinning, schema validation, policy
   `tools/call`, approvals, rate limits, and its own record naming the A2A side
   (`a2a:<name>/<skill>`). Both records carry the caller (agent, subject, delegation chain).
+  The virtual server's door is kept too: a token without its `required_scopes` (unless it is
+  public) is refused before `call_as` like the MCP side's policy refusals (task REJECTED,
+  `metadata.reason` `policy_denied`, JSON-RPC -32013 on that side: MCP's error table has no code
+  for a 403 that, on the MCP face, is HTTP's), recorded on the MCP side with decision reason
+  `insufficient_scope`.
 * **The task.** WORKING while the tool runs (each MCP progress notification is a WORKING status
   update, `metadata.progress`/`total`); the result is one artifact (tool_skills.result_parts),
   then COMPLETED. A tool error (`isError`) ends FAILED with the tool's text; a refusal on the MCP
   side (policy, rate limit, pinning, arguments) ends REJECTED and a call held for approval
   AUTH_REQUIRED, each with the gateway's message and `metadata.reason`; any other MCP error ends
   FAILED with a safe message (an upstream's own error text is not shown). A tool that asks for
-  input (an `InputRequiredResult`) ends FAILED saying so: A2A callers cannot answer it yet.
+  input (an `InputRequiredResult`) ends FAILED saying so: A2A callers cannot answer it yet. A
+  result A2A cannot carry (a number beyond a double's range...) ends FAILED, `metadata.reason`
+  `unconvertible_result`; any other failure FAILED `internal_error` (logged): never WORKING.
 * **Exposure.** A protected agent (the default) needs a token for `a2a/<name>` with its
   `required_scopes`. A public agent over a protected virtual server is refused at start-up: it
   would let anonymous callers use tools that need an identity. Published agents are not part of
@@ -36,10 +49,11 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
+import anyio
 import structlog
 from a2a.helpers import new_task
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -61,24 +75,31 @@ from adapters.a2a.proxy import (
 from adapters.a2a.tool_skills import (
     JSON,
     TEXT,
+    UnconvertibleResult,
     arguments_for,
     check_arguments,
     error_text,
     result_parts,
     skill_for,
 )
+from adapters.mcp.errors import to_mcp_error
 from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.a2a_face import _secure, _skill_name, interfaces
 from gateway.approvals import APPROVAL_META
+from gateway.auth import PRINCIPAL
 from gateway.enforce import DENYING_REASONS, Governor
-from gateway.errors import UnknownSkill
+from gateway.errors import GatewayError, PolicyDenied, UnknownSkill
 from gateway.settings import ConfigError, GatewaySettings, PublishedAgentSettings
+from identity.tokens import Principal
 
 log = structlog.get_logger(__name__)
 
 TOOLS_TTL_S: Final = 5.0
 """How long a listing of the virtual server's tools serves cards and skill look-ups."""
+REFRESH_MIN_S: Final = 1.0
+"""A skill not in the listing re-reads it at most this often: a tool added upstream is found
+within a second, and made-up skills cannot force a listing of every upstream per message."""
 CALL_KEY: Final = "interlink.tool_call"
 """`ServerCallContext.state` key: the admitted message's (skill, arguments)."""
 MAX_NAMED_SKILLS: Final = 20
@@ -95,23 +116,35 @@ class PublishedAgent:
         governor: Governor,
         public_url: str,
         *,
+        virtual_scopes: Sequence[str],
+        tool_governor: Governor | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`virtual_scopes`: the scopes the virtual server requires of a token (none when it is
+        public); `tool_governor`: the virtual server's own (MCP) governor, which shows its tools
+        and records its refusals."""
         self.settings = settings
         self.name = settings.name
         self._virtual = virtual
         self._governor = governor
+        self._tool_governor = tool_governor
+        self._virtual_scopes = tuple(virtual_scopes)
         self._public_url = public_url
         self._clock = clock
         self._tools: dict[str, Tool] = {}
         self._listed_at = -math.inf
+        self._listing = anyio.Lock()
 
     async def skills(self, *, refresh: bool = False) -> dict[str, Tool]:
-        """The published tools by exposed name (every caller's; cards filter per caller)."""
-        if refresh or self._clock() - self._listed_at >= TOOLS_TTL_S:
-            listed = await self._virtual.listed_tools(None)
-            self._tools = {t.name: t for t in listed if self._selects(t)}
-            self._listed_at = self._clock()
+        """The published tools by exposed name (every caller's; cards filter per caller): re-read
+        when older than TOOLS_TTL_S, or, with `refresh` (a skill not found), REFRESH_MIN_S."""
+        max_age = REFRESH_MIN_S if refresh else TOOLS_TTL_S
+        if self._clock() - self._listed_at >= max_age:
+            async with self._listing:  # concurrent look-ups share one listing
+                if self._clock() - self._listed_at >= max_age:
+                    listed = await self._virtual.listed_tools(None)
+                    self._tools = {t.name: t for t in listed if self._selects(t)}
+                    self._listed_at = self._clock()
         return self._tools
 
     def _selects(self, tool: Tool) -> bool:
@@ -119,20 +152,46 @@ class PublishedAgent:
             return False  # MCP task augmentation: not something the gateway's call_as can do
         return any(fnmatchcase(tool.name, pattern) for pattern in self.settings.tools)
 
-    async def tool(self, skill: str) -> Tool:
-        """The tool behind `skill`; UnknownSkill (naming the skills there are) when none."""
+    async def tool(self, skill: str, scope: Mapping[str, Any]) -> Tool:
+        """The tool behind `skill`; UnknownSkill when none, naming only the skills the caller in
+        `scope` may use (those its extended card shows)."""
         tools = await self.skills()
         found = tools.get(skill) if skill != "*" else None
         if found is None and skill != "*":
             found = (await self.skills(refresh=True)).get(skill)
         if found is not None:
             return found
-        names = ", ".join(list(self._tools)[:MAX_NAMED_SKILLS]) or "none"
+        usable = [name for name in self._tools if self.usable(scope, name)]
+        names = ", ".join(usable[:MAX_NAMED_SKILLS]) or "none"
         if skill == "*":
             raise UnknownSkill(
-                f"name the skill in the message's metadata.skill (agent {self.name!r}: {names})"
+                f"name the skill in the message's metadata.skill (agent {self.name!r}, skills you may "
+                f"use: {names})"
             )
-        raise UnknownSkill(f"agent {self.name!r} has no skill {skill!r} (its skills: {names})", skill=skill)
+        raise UnknownSkill(
+            f"agent {self.name!r} has no skill {skill!r} (skills you may use: {names})", skill=skill
+        )
+
+    def missing_scopes(self, scope: Mapping[str, Any]) -> list[str]:
+        """The virtual server's required scopes the caller's token lacks."""
+        principal: Principal | None = scope.get(PRINCIPAL)
+        held = principal.scopes if principal is not None else frozenset()
+        return [s for s in self._virtual_scopes if s not in held]
+
+    def shows_message(self, scope: Mapping[str, Any], skill: str) -> bool:
+        """Whether the policy may let the caller send a message to `skill` (lists' rule)."""
+        return self._governor.shows(scope, "SendMessage", skill)
+
+    def usable(self, scope: Mapping[str, Any], skill: str) -> bool:
+        """Whether the caller's extended card shows `skill`: its token holds the virtual server's
+        scopes and the policy may show it the message and the tool call (lists' rule: conditions
+        on arguments and time are not evaluated here)."""
+        tools = self._tool_governor
+        return (
+            not self.missing_scopes(scope)
+            and self.shows_message(scope, skill)
+            and (tools is None or tools.shows(scope, "tools/call", skill))
+        )
 
     def skill_of(self, message: Message) -> str:
         """The message's `metadata.skill`, else the agent's only skill, else `*`."""
@@ -158,8 +217,9 @@ class PublishedAgent:
         card.capabilities.streaming = True
         card.capabilities.push_notifications = False
         card.capabilities.extended_agent_card = not self.settings.public
-        if not self.settings.public:
-            _secure(card, self._public_url, self.settings.required_scopes)
+        if not self.settings.public:  # a tool call needs the virtual server's scopes too
+            scopes = dict.fromkeys([*self.settings.required_scopes, *self._virtual_scopes])
+            _secure(card, self._public_url, list(scopes))
         return card
 
     async def card(self) -> AgentCard:
@@ -170,15 +230,11 @@ class PublishedAgent:
         return card
 
     async def card_for_caller(self, _card: AgentCard, context: ServerCallContext) -> AgentCard:
-        """The extended card: only the skills the caller may use on both sides."""
+        """The extended card: only the skills the caller may use on both sides (`usable`); none
+        for a token without the virtual server's scopes."""
         scope = context.state.get(SCOPE_KEY) or {}
-        callable_tools = {t.name for t in await self._virtual.listed_tools(scope)}
         card = await self.card()
-        keep = [
-            s
-            for s in card.skills
-            if s.id in callable_tools and self._governor.shows(scope, "SendMessage", s.id)
-        ]
+        keep = [s for s in card.skills if self.usable(scope, s.id)]
         del card.skills[:]
         card.skills.extend(keep)
         return card
@@ -202,6 +258,9 @@ class PublishedAgent:
                 metadata=numbers,
             )
 
+        missing = self.missing_scopes(scope)
+        if missing:
+            await self._refuse_scopes(scope, skill, arguments, meta, missing)
         return await self._virtual.call_as(
             scope,
             skill,
@@ -210,6 +269,37 @@ class PublishedAgent:
             bridge=f"a2a:{self.name}/{skill}",
             meta=meta,
         )
+
+    async def _refuse_scopes(
+        self,
+        scope: Mapping[str, Any],
+        skill: str,
+        arguments: Mapping[str, Any],
+        meta: Mapping[str, Any],
+        missing: Sequence[str],
+    ) -> NoReturn:
+        """Refuse the tool call as the virtual server's door refuses such a token, recorded on the
+        MCP side (decision `insufficient_scope`, naming the A2A side); raises the MCPError the
+        other refusals of `call_as` raise (reason `policy_denied`)."""
+        needed = " ".join(dict.fromkeys([*self.settings.required_scopes, *self._virtual_scopes]))
+        error = PolicyDenied(
+            f"tools/call {skill!r} denied: the token lacks scope {' '.join(missing)}, which virtual "
+            f"server {self.settings.virtual_server!r} requires (request a token for this agent with "
+            f"scope {needed!r})"
+        )
+        tools = self._tool_governor
+
+        async def refuse() -> NoReturn:
+            if tools is None:
+                raise error
+            tools.refuse("insufficient_scope", error, bridge=f"a2a:{self.name}/{skill}")
+
+        try:
+            if tools is not None:
+                await tools.around(scope, "tools/call", skill, arguments, refuse, meta)
+            raise error
+        except GatewayError as exc:
+            raise to_mcp_error(exc) from None
 
     def handler(self, store: DatabaseTaskStore) -> PublishedHandler:
         """The A2A request handler, its tasks in `store` (owner-scoped, see a2a_face.task_store)."""
@@ -260,11 +350,19 @@ class PublishedHandler(GovernedHandler):
             yield event
 
     async def _admit(self, skill: str, message: Message, context: ServerCallContext) -> str:
-        tool = await self._agent.tool(skill)
-        arguments = arguments_for(message, skill, tool)
-        check_arguments(arguments, skill, tool)
+        """The message's tool call, checked before the decision only for a caller the policy may
+        show the skill: any other is decided (and refused) first, told nothing of the agent's
+        tools. Only a caller whose card shows the skill is told what its arguments should be."""
+        bridge = f"mcp:{self._agent.settings.virtual_server}/{skill}"
+        scope = context.state.get(SCOPE_KEY) or {}
+        if not self._agent.shows_message(scope, skill):
+            return bridge  # not admitted: were it allowed after all, the executor fails the task
+        tool = await self._agent.tool(skill, scope)
+        describe = self._agent.usable(scope, skill)
+        arguments = arguments_for(message, skill, tool, describe=describe)
+        check_arguments(arguments, skill, tool, describe=describe)
         context.state[CALL_KEY] = (skill, arguments)
-        return f"mcp:{self._agent.settings.virtual_server}/{skill}"
+        return bridge
 
 
 class ToolExecutor(AgentExecutor):
@@ -295,14 +393,16 @@ class ToolExecutor(AgentExecutor):
         approval = {APPROVAL_META: meta[APPROVAL_META]} if APPROVAL_META in meta else {}
         try:
             result = await self._agent.call(state.get(SCOPE_KEY) or {}, skill, arguments, updater, approval)
+            await _finish(updater, skill, result)
         except MCPError as exc:
             await self._refused(event_queue, context, updater, skill, exc)
-            return
+        except UnconvertibleResult as exc:
+            log.info("published_result_unconvertible", agent=self._agent.name, skill=skill, why=str(exc))
+            text = f"tool {skill!r} answered, but A2A cannot carry its result: {exc}"
+            await _end(updater, TaskState.TASK_STATE_FAILED, text, "unconvertible_result")
         except Exception:  # noqa: BLE001 - never a task left WORKING, nor the error's text shown
             log.exception("published_tool_crashed", agent=self._agent.name, skill=skill)
             await _end(updater, TaskState.TASK_STATE_FAILED, "internal error (logged)", "internal_error")
-            return
-        await _finish(updater, skill, result)
 
     async def _refused(
         self, queue: EventQueue, context: RequestContext, updater: TaskUpdater, skill: str, exc: MCPError
@@ -369,7 +469,15 @@ def published_agents(
                 f"{published.virtual_server!r} (its tools need a caller's identity); drop `public`"
             )
         virtual = virtuals[published.virtual_server]
+        config = configured[published.virtual_server]
+        # VirtualServer has no public accessor for its governor: the one create_app gave it.
+        tool_governor = virtual.governor
         agents[published.name] = PublishedAgent(
-            published, virtual, governors[published.name], settings.public_url
+            published,
+            virtual,
+            governors[published.name],
+            settings.public_url,
+            virtual_scopes=[] if config.public else config.required_scopes,
+            tool_governor=tool_governor if isinstance(tool_governor, Governor) else None,
         )
     return agents

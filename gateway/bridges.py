@@ -27,13 +27,13 @@ def build_providers(
     providers: dict[str, ToolProvider] = {}
     for upstream in settings.upstreams:
         if isinstance(upstream, OpenApiUpstream):
-            providers[upstream.name] = _openapi(upstream, identity, config_dir)
+            providers[upstream.name] = _openapi(upstream, config_dir)
         elif isinstance(upstream, A2AToolsUpstream):
             providers[upstream.name] = _a2a_tools(upstream, face, a2a_governors, settings)
     return providers
 
 
-def _openapi(upstream: OpenApiUpstream, identity: Identity, config_dir: Path | None) -> ToolProvider:
+def _openapi(upstream: OpenApiUpstream, config_dir: Path | None) -> ToolProvider:
     """A REST system's operations (gateway/openapi_upstream.py); a file document is converted now."""
     from gateway.openapi_upstream import build_openapi
 

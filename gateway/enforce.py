@@ -22,13 +22,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
 
 import structlog
 from a2a.types import Task as A2ATask
 from a2a.types import TaskState as A2AState
 from mcp.shared.exceptions import MCPError
 
+from adapters.governance import Failed
 from adapters.mcp.errors import REASON_CODES
 from gateway.approvals import APPROVAL_META, ApprovalDenied, ApprovalRequired, Approvals
 from gateway.audit import (
@@ -259,6 +260,16 @@ class Governor:
                     retry_after_s=f"{wait:.3f}",
                 )
 
+    def refuse(self, reason: str, error: GatewayError, *, bridge: str | None = None) -> NoReturn:
+        """Refuse the request in flight before its policy is evaluated (its caller lacks what the
+        resource requires, e.g. a bridged call's token lacks the agent's scopes): its record's
+        decision is a deny for `reason`; raises `error`."""
+        draft = _DRAFT.get()
+        if draft is not None:
+            draft.decision = DecisionInfo(effect="deny", reason=reason)
+            draft.bridge = bridge if bridge is not None else draft.bridge
+        raise error
+
     def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool:
         principal = scope.get(PRINCIPAL)
         policy = self._policy
@@ -422,6 +433,8 @@ def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
         return Outcome(status="pending"), None
     if isinstance(result, asyncio.CancelledError):
         return Outcome(status="error", reason="cancelled"), None
+    if isinstance(result, Failed):
+        return Outcome(status="error", reason=result.reason), None
     if isinstance(result, GatewayError):
         code = REASON_CODES.get(result.reason, REASON_CODES["internal_error"])[0]
         if result.reason in DENYING_REASONS:

@@ -9,7 +9,10 @@ Where a document comes from decides how a failure shows:
   public https addresses only unless `allow_private_network`, no redirects, `MAX_DOCUMENT_BYTES`,
   `FETCH_TIMEOUT_S`); when it cannot be fetched or converted the gateway still starts, `/readyz`
   shows the upstream in `backoff` with the reason, and the document is fetched again with
-  exponential backoff (at most `health_interval_s` apart) until it loads.
+  exponential backoff (at most `health_interval_s` apart) until it loads. A fetched document is
+  parsed and converted in a worker thread: that takes seconds for a large one (a 10 MB YAML
+  document of 3,000 operations: about 10 s), during which the gateway keeps serving. (A file
+  document is read by `create_app`, before the server starts.)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def build_openapi(upstream: OpenApiUpstream, config_dir: Path | None) -> OpenApi
     """The provider of one openapi upstream; a file document is loaded and converted now."""
     options = rest_options(upstream)
     if is_url(upstream.spec):
-        url, allow_private = upstream.spec, upstream.allow_private_network
+        url, allow_private, chosen = upstream.spec, upstream.allow_private_network, selection(upstream)
 
         async def fetched() -> Conversion:
             try:
@@ -53,7 +56,7 @@ def build_openapi(upstream: OpenApiUpstream, config_dir: Path | None) -> OpenApi
                 )
             except FetchError as exc:
                 raise OpenApiError(f"cannot fetch it ({exc})") from None
-            return convert(parse_document(body), selection(upstream))
+            return await anyio.to_thread.run_sync(read_document, body, chosen, abandon_on_cancel=True)
 
         return OpenApiProvider(upstream.name, fetched, options, eager=upstream.start == "eager")
     conversion = load_file(upstream, config_dir)
@@ -77,9 +80,37 @@ def load_file(upstream: OpenApiUpstream, config_dir: Path | None) -> Conversion:
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
     try:
-        return convert(parse_document(data), selection(upstream))
+        return read_document(data, selection(upstream))
     except OpenApiError as exc:
         raise ConfigError(f"{where}: {path}: {exc}") from None
+
+
+def read_document(data: bytes, chosen: Selection) -> Conversion:
+    """Parse and convert a document (CPU-bound: seconds for a large one); OpenApiError only."""
+    return convert(parse_document(data), chosen)
+
+
+MAX_YAML_NODES: Final = 2_000_000
+"""Most values a YAML document may hold once its aliases are expanded (a few-kB document of nested
+aliases would otherwise expand to billions: the "billion laughs")."""
+
+
+def plain_json(value: Any, budget: list[int], path: tuple[int, ...] = ()) -> Any:
+    """YAML's data as plain JSON data: aliases expanded within `budget[0]` values, a self-containing
+    value refused, dates and other scalars as strings, mapping keys as strings."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise OpenApiError(f"the document holds more than {MAX_YAML_NODES} values once YAML aliases expand")
+    if isinstance(value, dict | list):
+        if id(value) in path:
+            raise OpenApiError("the document holds a value that contains itself (a YAML alias cycle)")
+        inner = (*path, id(value))
+        if isinstance(value, list):
+            return [plain_json(v, budget, inner) for v in value]
+        return {str(k): plain_json(v, budget, inner) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)  # dates, timestamps, binary: as text
 
 
 def parse_document(data: bytes) -> Any:
@@ -93,11 +124,17 @@ def parse_document(data: bytes) -> Any:
         except RecursionError:
             raise OpenApiError("the document is nested too deeply") from None
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        loaded = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise OpenApiError(f"neither JSON nor YAML{at}") from None
+    except RecursionError:
+        raise OpenApiError("the document is nested too deeply") from None
+    except ValueError:  # a YAML scalar Python refuses, e.g. an integer of more than 4300 digits
+        raise OpenApiError("the document holds a value that cannot be read (a number too long?)") from None
+    try:
+        return plain_json(loaded, [MAX_YAML_NODES])
     except RecursionError:
         raise OpenApiError("the document is nested too deeply") from None
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -28,6 +30,14 @@ LOGO: Final = base64.b64decode(
 )
 INTERNAL: Final = "http://10.20.30.40:8080/db/primary"
 """An internal URL the failing endpoint leaks in its error page (it must not reach a caller)."""
+BOMB_BYTES: Final = 64 * 1_048_576
+"""What `/bomb`'s gzip body (about 64 KB on the wire) inflates to."""
+
+
+@cache
+def bomb_body() -> bytes:
+    return gzip.compress(b"\0" * BOMB_BYTES, 9)
+
 
 PET: Final[dict[str, Any]] = {
     "type": "object",
@@ -179,6 +189,20 @@ DOCUMENT: Final[dict[str, Any]] = {
             }
         },
         "/status": {"get": {"tags": ["reports"], "responses": {"200": {"description": "up"}}}},
+        **{
+            f"/{operation}": {
+                "get": {
+                    "operationId": operation,
+                    "tags": ["hostile"],
+                    "responses": {"200": {"description": x}},
+                }
+            }
+            for operation, x in (
+                ("corrupt", "a gzip content-encoding whose body is not gzip"),
+                ("deep", "JSON nested 100,000 levels deep"),
+                ("bomb", f"gzip inflating to {BOMB_BYTES} bytes"),
+            )
+        },
     },
 }
 
@@ -203,6 +227,8 @@ class RestService:
     pets: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"1": {"id": 1, "name": "Rex", "tag": "dog"}, "2": {"id": 2, "name": "Tom"}}
     )
+    spec: bytes | None = None
+    """Served at /openapi.json (as YAML) instead of `DOCUMENT`."""
 
     def app(self) -> Starlette:
         return Starlette(
@@ -220,6 +246,9 @@ class RestService:
                 Route("/report", self.report),
                 Route("/logo", self.logo),
                 Route("/status", self.status),
+                Route("/corrupt", self.corrupt),
+                Route("/deep", self.deep),
+                Route("/bomb", self.bomb),
             ]
         )
 
@@ -238,6 +267,8 @@ class RestService:
         return [r for r in self.requests if r.raw_path.split("?")[0] == path]
 
     async def document(self, request: Request) -> Response:
+        if self.spec is not None:
+            return Response(self.spec, media_type="application/yaml")
         return JSONResponse(DOCUMENT)
 
     async def token(self, request: Request) -> Response:
@@ -324,3 +355,16 @@ class RestService:
     async def status(self, request: Request) -> Response:
         await self._seen(request)
         return JSONResponse({"up": True})
+
+    async def corrupt(self, request: Request) -> Response:
+        await self._seen(request)
+        headers = {"content-encoding": "gzip"}
+        return Response(b"this is not gzip" * 64, media_type="application/json", headers=headers)
+
+    async def deep(self, request: Request) -> Response:
+        await self._seen(request)
+        return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
+
+    async def bomb(self, request: Request) -> Response:
+        await self._seen(request)
+        return Response(bomb_body(), media_type="application/json", headers={"content-encoding": "gzip"})

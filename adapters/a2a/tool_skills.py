@@ -9,7 +9,12 @@ A message becomes arguments by the first rule that applies:
 3. text, for a tool that takes exactly one string parameter (the only required one, or the only
    one): that parameter; for a tool with no parameters at all: no arguments.
 Anything else (files, a data part that is not an object, text for any other tool) is refused with
-`InvalidArguments` naming the arguments the tool expects; so are arguments its schema refuses.
+`InvalidArguments` naming the arguments the tool expects; so are arguments its schema refuses. With
+`describe=False` (a caller whose card does not show the skill) a refusal names neither the
+arguments nor the schema's complaints: a tool's schema is shown only to callers that may use it.
+
+A result whose content A2A cannot carry (a number beyond a double's range, text that is not valid
+Unicode) raises `UnconvertibleResult`, whose message is safe to show.
 """
 
 from __future__ import annotations
@@ -35,14 +40,13 @@ from mcp_types import (
     Tool,
 )
 
+from adapters.a2a.values import whole_numbers
 from gateway.errors import InvalidArguments
 
 TEXT: Final = "text/plain"
 JSON: Final = "application/json"
 MAX_PROBLEMS: Final = 5
 """Most schema violations named in one refusal."""
-SAFE_INTEGER: Final = 2**53
-"""Beyond this a double no longer holds every integer: such numbers stay as they came."""
 
 
 # -- a tool's skill ------------------------------------------------------------------------------
@@ -103,6 +107,10 @@ def _examples(tool: Tool) -> list[str]:
     return [json.dumps(e, separators=(",", ":")) for e in examples[:5] if isinstance(e, dict)]
 
 
+class UnconvertibleResult(ValueError):
+    """A tool result that cannot become A2A parts; the message says why, naming nothing of the value."""
+
+
 def expected(tool: Tool) -> str:
     """The arguments `tool` takes, for a refusal: names, types, which are required, how to send."""
     properties = _properties(tool)
@@ -139,18 +147,20 @@ def _type(schema: Any) -> str:
 # -- a message's arguments -----------------------------------------------------------------------
 
 
-def arguments_for(message: Message, skill: str, tool: Tool) -> dict[str, Any]:
-    """The tool arguments `message` carries (module docstring), not yet checked against the schema."""
+def arguments_for(message: Message, skill: str, tool: Tool, *, describe: bool = True) -> dict[str, Any]:
+    """The tool arguments `message` carries (module docstring), not yet checked against the schema;
+    a refusal names the arguments expected only with `describe`."""
+    hint = f"; {expected(tool)}" if describe else ""
     data = [p for p in message.parts if p.WhichOneof("content") == "data"]
     if data:
-        value = _whole_numbers(json_format.MessageToDict(data[0].data))
+        value = whole_numbers(json_format.MessageToDict(data[0].data))
         if not isinstance(value, dict):
             raise InvalidArguments(
-                f"the data part for skill {skill!r} must hold an object of arguments; {expected(tool)}"
+                f"the data part for skill {skill!r} must hold an object of arguments{hint}"
             )
         return value
     if any(p.WhichOneof("content") in ("raw", "url") for p in message.parts):
-        raise InvalidArguments(f"skill {skill!r} does not take files; {expected(tool)}")
+        raise InvalidArguments(f"skill {skill!r} does not take files{hint}")
     text = "\n".join(p.text for p in message.parts if p.WhichOneof("content") == "text")
     if text.strip().startswith("{"):
         try:
@@ -164,28 +174,19 @@ def arguments_for(message: Message, skill: str, tool: Tool) -> dict[str, Any]:
         return {}
     if param is not None and text:
         return {param: text}
-    raise InvalidArguments(f"cannot map this message to the arguments of skill {skill!r}: {expected(tool)}")
+    raise InvalidArguments(f"cannot map this message to the arguments of skill {skill!r}{hint}")
 
 
-def check_arguments(arguments: Mapping[str, Any], skill: str, tool: Tool) -> None:
-    """Refuse arguments the tool's input schema refuses (the virtual server checks them again)."""
+def check_arguments(arguments: Mapping[str, Any], skill: str, tool: Tool, *, describe: bool = True) -> None:
+    """Refuse arguments the tool's input schema refuses (the virtual server checks them again); the
+    refusal names the schema's complaints and the arguments expected only with `describe`."""
     cls = validator_for(tool.input_schema, default=Draft202012Validator)
     errors = sorted(cls(tool.input_schema).iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    if errors and not describe:
+        raise InvalidArguments(f"invalid arguments for skill {skill!r}")
     if errors:
         problems = "; ".join(f"{e.json_path}: {e.message}" for e in errors[:MAX_PROBLEMS])
         raise InvalidArguments(f"invalid arguments for skill {skill!r} ({problems}); {expected(tool)}")
-
-
-def _whole_numbers(value: Any) -> Any:
-    """Doubles that are whole numbers back to integers (JSON does not tell 19 from 19.0; JSON
-    Schema's `integer` and most tools do)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < SAFE_INTEGER:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value
 
 
 # -- a result's artifact -------------------------------------------------------------------------
@@ -194,12 +195,20 @@ def _whole_numbers(value: Any) -> Any:
 def result_parts(result: CallToolResult) -> list[Part]:
     """A tool result as artifact parts: text as text parts; images, audio and embedded resources as
     file parts (bytes, media type, file name); resource links as URL parts; structured content as
-    one data part (`application/json`), after the content it accompanies."""
-    parts = [_part(block) for block in result.content]
-    if result.structured_content is not None:
-        value = struct_pb2.Value()
-        json_format.ParseDict(result.structured_content, value)
-        parts.append(Part(data=value, media_type=JSON))
+    one data part (`application/json`), after the content it accompanies. UnconvertibleResult when
+    A2A cannot carry it (protobuf holds every number as a double, and text as valid UTF-8)."""
+    try:
+        parts = [_part(block) for block in result.content]
+        if result.structured_content is not None:
+            value = struct_pb2.Value()
+            json_format.ParseDict(result.structured_content, value)
+            parts.append(Part(data=value, media_type=JSON))
+    except OverflowError:
+        raise UnconvertibleResult("it holds a number beyond the range A2A carries (a double)") from None
+    except UnicodeError:
+        raise UnconvertibleResult("it holds text that is not valid Unicode") from None
+    except (ValueError, TypeError, json_format.Error):
+        raise UnconvertibleResult("it holds a value A2A cannot carry") from None
     return parts
 
 

@@ -5,7 +5,9 @@ One tool per selected card skill (`skills.py`); a call sends one A2A message (`e
 what comes back (`content.py`). The virtual server has already validated, decided and recorded the MCP call;
 here the A2A side is governed too: the agent's own governor decides and records `SendMessage` on
 `a2a:<agent>/<skill>` (naming `mcp:<virtual>/<tool>` as its bridge), so the bridge is no way around
-the A2A policy. The agent gets Interlink's per-call credential (the caller's token never leaves).
+the A2A policy. The governor passed in also applies the agent's admission (gateway/a2a_tools.py:
+a protected agent needs the caller's token to carry its `required_scopes`). The agent gets
+Interlink's per-call credential (the caller's token never leaves).
 
 - Status updates become MCP progress notifications (when the caller asked for progress).
 - INPUT_REQUIRED / AUTH_REQUIRED: a caller that can answer an elicitation gets an
@@ -14,10 +16,15 @@ the A2A policy. The agent gets Interlink's per-call credential (the caller's tok
   tool again with its answer and `context_id=<continuation>`. Continuations (`continuation.py`) are
   sealed, expire, and are bound to the caller and agent; another caller's is refused.
 - The caller cancelling the call (MCP notifications/cancelled) cancels the downstream task
-  (CancelTask, at most `exchange.CANCEL_TIMEOUT_S`), as does the call outliving `call_timeout_s`.
+  (CancelTask, at most `exchange.CANCEL_TIMEOUT_S`, recorded by the agent's governor), as does
+  the call outliving `call_timeout_s`.
 - No card, circuit open, connection refused: `UpstreamUnavailable`; silence longer than the agent's
   `timeout_s` or a call longer than `call_timeout_s`: `UpstreamTimeout`. Messages name the agent,
-  never its URL or a credential. An agent's JSON-RPC refusal is a tool error (`downstream_error`).
+  never its URL or a credential. An agent's JSON-RPC refusal is a tool error (`downstream_error`),
+  and an error on the A2A record too. An answer past `exchange.MAX_RESPONSE_BYTES` or
+  `MAX_RESPONSE_PARTS` cancels the task: a tool error `downstream_response_too_large`.
+- `data` a protobuf `Value` cannot hold (an integer beyond a double, nesting over 100 levels) is
+  an invalid-arguments tool error; nothing is sent.
 - A non-streaming agent answers when the task ends or waits: its progress is not relayed, and a
   cancelled call cannot cancel a task whose id has not come back yet.
 """
@@ -40,7 +47,7 @@ from a2a.types import (
     TaskState,
 )
 from google.protobuf import struct_pb2
-from google.protobuf.json_format import ParseDict
+from google.protobuf.json_format import ParseDict, ParseError
 from mcp_types import (
     CallToolResult,
     ElicitRequest,
@@ -60,9 +67,17 @@ from adapters.bridge.content import (
     waiting,
 )
 from adapters.bridge.continuation import Continuation, ContinuationError, Sealer, derive_key
-from adapters.bridge.exchange import Downstream, Exchange, Messenger
+from adapters.bridge.exchange import (
+    DOWNSTREAM_ERROR,
+    MAX_RESPONSE_BYTES,
+    MAX_RESPONSE_PARTS,
+    TOO_LARGE,
+    Downstream,
+    Exchange,
+    Messenger,
+)
 from adapters.bridge.skills import SkillTool, skill_tools
-from adapters.governance import CallGovernor
+from adapters.governance import CallGovernor, Failed
 from adapters.mcp.pool import State, UpstreamStatus
 from adapters.mcp.providers import ProviderCall
 from gateway.errors import InvalidArguments, UpstreamUnavailable
@@ -95,7 +110,7 @@ class A2AToolProvider:
     ) -> None:
         self.name = name
         self._down = downstream
-        self._messenger = Messenger(downstream, upstream=name, call_timeout_s=call_timeout_s)
+        self._messenger = Messenger(downstream, governor, upstream=name, call_timeout_s=call_timeout_s)
         self._governor = governor
         self._patterns = tuple(skills)
         self._secret = secret
@@ -115,6 +130,10 @@ class A2AToolProvider:
         self._state, self._since = "stopped", time.monotonic()
 
     async def tools(self, *, refresh: bool = False) -> dict[str, Tool]:
+        """The tools of the card the agent's owner holds now (re-read on every call, so `refresh`
+        changes nothing). `refresh` deliberately does not re-fetch the card: the virtual server
+        passes it on every lookup of a tool it does not know, so honouring it would let any caller
+        make Interlink fetch the agent's card at will; the owner refreshes it every `card_refresh_s`."""
         return {name: st.tool for name, st in self._skill_tools().items()}
 
     def bridged(self, tool: Tool) -> str | None:
@@ -144,14 +163,21 @@ class A2AToolProvider:
                 raise InvalidArguments("requestState is not one this gateway issued to you, or it expired")
             answer = _reply(call.input_responses)
             if answer is None:
-                await self._messenger.cancel(call.scope, resume.task_id)
+                await self._messenger.cancel(call.scope, resume.task_id, skill)
                 return _declined(self._down.name, skill)
             text, data = answer, None
         elif "context_id" in call.arguments:
             resume = self._open(str(call.arguments["context_id"]), caller, skill, kinds=("task", "context"))
             if resume is None:
                 return _invalid_context(call.exposed)
-        message = _message(text, data, resume, skill)
+        try:
+            message = _message(text, data, resume, skill)
+        except (OverflowError, ParseError):  # a number beyond a double, or nesting beyond 100 levels
+            return _invalid_arguments(
+                call.exposed,
+                "data cannot travel as an A2A data part (numbers must fit a double, nesting at "
+                "most 100 levels deep)",
+            )
         exchange = await self._governed_send(call, skill, message)
         return self._result(call, skill, caller, exchange)
 
@@ -193,10 +219,10 @@ class A2AToolProvider:
 
     async def _governed_send(self, call: ProviderCall, skill: str, message: Message) -> Exchange:
         """Decide and record `SendMessage` under the agent's policy, then send."""
-        exchange = Exchange()
+        exchange = Exchange(skill=skill)
         bridge = f"mcp:{call.virtual}/{call.exposed}"
 
-        async def run() -> Task | Message | None:
+        async def run() -> Task | Message | Failed | None:
             await self._governor.check(call.scope, SEND, skill, message_args(message), bridge=bridge)
             await self._messenger.send(
                 call.scope, SendMessageRequest(message=message), call.progress, exchange
@@ -213,10 +239,16 @@ class A2AToolProvider:
     ) -> CallToolResult | InputRequiredResult:
         agent = self._down.name
         if ex.refused is not None:
-            return CallToolResult(
-                content=[TextContent(text=f"the agent {agent!r} refused the message ({ex.refused})")],
-                is_error=True,
-                _meta={REASON_META: "downstream_error", A2A_META: {"agent": agent, "skill": skill}},
+            return _failed(
+                f"the agent {agent!r} refused the message ({ex.refused})", DOWNSTREAM_ERROR, agent, skill
+            )
+        if ex.too_large:
+            return _failed(
+                f"the agent {agent!r} answered more than a tool result may carry "
+                f"({MAX_RESPONSE_BYTES // 2**20} MiB or {MAX_RESPONSE_PARTS} parts); its task was cancelled",
+                TOO_LARGE,
+                agent,
+                skill,
             )
         artifacts = list(ex.artifacts.values())
         if ex.state in WAITING:
@@ -278,20 +310,32 @@ def _reply(responses: Mapping[str, Any] | None) -> str | None:
     return reply if isinstance(reply, str) and reply.strip() else None
 
 
-def _declined(agent: str, skill: str) -> CallToolResult:
+def _failed(text: str, reason: str, agent: str, skill: str) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(text=f"no answer was given; the agent {agent!r}'s task was cancelled")],
+        content=[TextContent(text=text)],
         is_error=True,
-        _meta={REASON_META: "input_declined", A2A_META: {"agent": agent, "skill": skill}},
+        _meta={REASON_META: reason, A2A_META: {"agent": agent, "skill": skill}},
+    )
+
+
+def _declined(agent: str, skill: str) -> CallToolResult:
+    return _failed(
+        f"no answer was given; the agent {agent!r}'s task was cancelled", "input_declined", agent, skill
+    )
+
+
+def _invalid_arguments(tool: str, problem: str) -> CallToolResult:
+    # An input error the model can correct (MCP "Tools" §Error Handling), recorded as such.
+    return CallToolResult(
+        content=[TextContent(text=f"Invalid arguments for tool {tool!r}: {problem}")],
+        is_error=True,
+        _meta={REASON_META: "invalid_arguments"},
     )
 
 
 def _invalid_context(tool: str) -> CallToolResult:
-    # An input error the model can correct (MCP "Tools" §Error Handling), recorded as such.
-    text = (
-        f"Invalid arguments for tool {tool!r}: context_id is not one this agent's results gave you "
-        "(or it expired); omit it to start a new conversation"
-    )
-    return CallToolResult(
-        content=[TextContent(text=text)], is_error=True, _meta={REASON_META: "invalid_arguments"}
+    return _invalid_arguments(
+        tool,
+        "context_id is not one this agent's results gave you (or it expired); omit it to start a "
+        "new conversation",
     )

@@ -31,6 +31,8 @@ from mcp_types import (
     TextResourceContents,
 )
 
+from adapters.a2a.values import whole_numbers
+
 REASON_META: Final = "io.interlink/reason"
 """`_meta` key of a bridged tool error's stable reason (the virtual server's own key)."""
 A2A_META: Final = "io.interlink/a2a"
@@ -43,17 +45,6 @@ ERROR_REASONS: Final[dict[int, str]] = {
 }
 
 WAITING: Final = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED})
-
-
-def plain(value: Any) -> Any:
-    """A data part's value with integral numbers as integers (protobuf `Value` makes them floats)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 def _file(part: Part, agent: str, artifact_id: str, index: int) -> ContentBlock:
@@ -86,7 +77,7 @@ def parts_content(
             if part.text:
                 content.append(TextContent(text=part.text))
         elif kind == "data":
-            value = plain(MessageToDict(part.data))
+            value = whole_numbers(MessageToDict(part.data))
             data.append(value)
             content.append(TextContent(text=json.dumps(value, ensure_ascii=False)))
         elif kind in ("raw", "url"):

@@ -200,6 +200,11 @@ class VirtualServer:
         )
         self.asgi = McpRequestGuard(StreamableHTTPASGIApp(self.manager), max_body_bytes)
 
+    @property
+    def governor(self) -> Governor | None:
+        """Its policy and audit seam (another protocol's face decides visibility with it)."""
+        return self._governor
+
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _translating(

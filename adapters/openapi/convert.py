@@ -31,6 +31,31 @@ MAX_OUTPUT_SCHEMA_BYTES: Final = 64 * 1024
 huge response type does not bloat every `tools/list`."""
 IGNORED_HEADERS: Final = frozenset({"accept", "content-type", "authorization"})
 """Header parameters OpenAPI says to ignore (§4.8.12.1): Interlink sets these itself."""
+UNSETTABLE_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "via",
+        "cookie",
+        "forwarded",
+        "x-real-ip",
+        "http2-settings",
+    }
+)
+"""Header parameters never taken from a tool's arguments, so a caller cannot pick the virtual host,
+frame the message (RFC 9112 §6: request smuggling), steer a proxy (RFC 9110 §7.6.1 hop-by-hop
+fields) or pose as another client; cookies come only from `in: cookie` parameters."""
+UNSETTABLE_PREFIXES: Final = ("proxy-", "x-forwarded-")
+MALFORMED: Final = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+"""What a value of the wrong type in a parsed document raises while it is converted (`tags: 5`,
+`required: 5`, an integer media type): a malformed document, reported as an OpenApiError."""
 HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 PATH: Final = re.compile(r"^/[^?#]*$")
 TEMPLATE: Final = re.compile(r"\{([^{}/]+)\}")
@@ -109,8 +134,19 @@ class Conversion:
 def convert(document: Any, selection: Selection = Selection()) -> Conversion:
     """The selected operations of `document` (a parsed OpenAPI 3.0/3.1 document) as tools.
 
-    Raises OpenApiError when the document itself is unusable; an operation that cannot be
-    converted is skipped and named in `Conversion.skipped`."""
+    Raises OpenApiError (never anything else) when the document itself is unusable; an operation
+    that cannot be converted, whatever the reason, is skipped and named in `Conversion.skipped`."""
+    try:
+        return _convert(document, selection)
+    except RecursionError:
+        raise OpenApiError("the document is nested too deeply") from None
+    except OpenApiError:
+        raise
+    except MALFORMED as exc:
+        raise OpenApiError(f"the document is malformed ({type(exc).__name__})") from exc
+
+
+def _convert(document: Any, selection: Selection) -> Conversion:
     version = _version(document)
     schemas = SchemaConverter(document, openapi_30=version.startswith("3.0"))
     paths = document.get("paths")
@@ -137,20 +173,29 @@ def convert(document: Any, selection: Selection = Selection()) -> Conversion:
             operation_id = op["operationId"] if isinstance(op.get("operationId"), str) else None
             name = tool_name(operation_id, method, str(path), named)
             named.add(name)
-            tags = [t for t in op.get("tags") or () if isinstance(t, str)]
-            if not selection.selects([n for n in (operation_id, name) if n], tags):
+            if not selection.selects([n for n in (operation_id, name) if n], _tags(op)):
                 continue
             try:
                 tool, operation = _operation(schemas, name, str(path), method, item, op)
-            except (OpenApiError, RecursionError) as exc:
-                reason = str(exc) if isinstance(exc, OpenApiError) else "schemas nested too deeply"
-                skipped.append(f"{method.upper()} {path}: {reason}")
+            except OpenApiError as exc:
+                skipped.append(f"{method.upper()} {path}: {exc}")
+                continue
+            except RecursionError:
+                skipped.append(f"{method.upper()} {path}: schemas nested too deeply")
+                continue
+            except MALFORMED as exc:  # a value of the wrong type somewhere in the operation
+                skipped.append(f"{method.upper()} {path}: malformed ({type(exc).__name__})")
                 continue
             tools[name] = tool
             operations[name] = operation
     info = document.get("info")
     title = info.get("title") if isinstance(info, Mapping) else None
     return Conversion(version, str(title or ""), tools, operations, tuple(skipped))
+
+
+def _tags(op: Mapping[str, Any]) -> tuple[str, ...]:
+    tags = op.get("tags")
+    return tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
 
 
 def _version(document: Any) -> str:
@@ -200,7 +245,7 @@ def _operation(
     input_schema["additionalProperties"] = False
     if needed:
         input_schema["$defs"] = schemas.definitions(frozenset(needed), "request")
-    tags = tuple(t for t in op.get("tags") or () if isinstance(t, str))
+    tags = _tags(op)
     tool = Tool(
         name=name,
         title=_text(op.get("summary"), 200),
@@ -250,7 +295,7 @@ def _parameters(
         where = param.get("in")
         if where not in ("path", "query", "header", "cookie"):
             raise OpenApiError(f"parameter {param['name']!r} has an unknown location {str(where)[:20]!r}")
-        if where == "header" and param["name"].lower() in IGNORED_HEADERS:
+        if where == "header" and not settable_header(param["name"]):
             continue
         if where in ("header", "cookie") and not HEADER_NAME.match(param["name"]):
             raise OpenApiError(f"{where} parameter {param['name'][:40]!r} is not a valid {where} name")
@@ -285,6 +330,17 @@ def _parameter_schema(
         if isinstance(media, Mapping) and "schema" in media:
             return schemas.part(media["schema"], "request")
     return {"type": "string"}, frozenset()
+
+
+def settable_header(name: str) -> bool:
+    """Whether a header parameter may be set from a tool's arguments: not one OpenAPI says to
+    ignore (§4.8.12.1) and not one that frames, routes or attributes the request."""
+    lowered = name.lower()
+    return (
+        lowered not in IGNORED_HEADERS
+        and lowered not in UNSETTABLE_HEADERS
+        and not lowered.startswith(UNSETTABLE_PREFIXES)
+    )
 
 
 def _argument(name: str, where: str, taken: Mapping[str, Any]) -> str:

@@ -8,6 +8,11 @@ bounded by `call_timeout_s`. An unreachable system or a timeout is the gateway's
 `UpstreamUnavailable` / `UpstreamTimeout`; an HTTP error is a tool error (adapters/openapi/request.py).
 A document that could not be loaded (a URL that is down) is retried in the background with
 exponential backoff while `/readyz` shows the upstream in `backoff`.
+
+`max_response_bytes` bounds the decoded body: httpx2 inflates gzip/deflate in pieces of at most
+1 MiB (`httpx2._decoders.MAX_DECODE_CHUNK_SIZE`) as the body is read, so a compression bomb costs
+at most that much more. A body whose encoding is corrupt is `UpstreamUnavailable`, like malformed
+HTTP.
 """
 
 from __future__ import annotations
@@ -125,11 +130,10 @@ class OpenApiProvider:
         try:
             conversion = await self._load()
         except OpenApiError as exc:
-            self._failures += 1
-            self._last_error = f"its OpenAPI document: {exc}"
-            log.warning("openapi_document_unavailable", upstream=self.name, cause=str(exc))
-            self._set_state("backoff")
-            return False
+            return self._failed(f"its OpenAPI document: {exc}")
+        except Exception as exc:  # a loader's bug must not kill the retry task or the gateway's start
+            log.error("openapi_loader_failed", upstream=self.name, exc_info=True)
+            return self._failed(f"its OpenAPI document could not be loaded ({type(exc).__name__})")
         self._conversion = conversion
         self._validators = {}
         self._last_error = None
@@ -138,6 +142,13 @@ class OpenApiProvider:
         log.info("openapi_upstream_ready", upstream=self.name, tools=len(conversion.tools))
         self._set_state("ready")
         return True
+
+    def _failed(self, problem: str) -> bool:
+        self._failures += 1
+        self._last_error = problem
+        log.warning("openapi_document_unavailable", upstream=self.name, cause=problem)
+        self._set_state("backoff")
+        return False
 
     async def _retry_loading(self) -> None:
         delay = RETRY_FIRST_S
@@ -165,7 +176,7 @@ class OpenApiProvider:
     # -- tools ------------------------------------------------------------------------------------
 
     async def tools(self, *, refresh: bool = False) -> dict[str, Tool]:
-        if self._conversion is None and self._state == "idle":
+        if self._conversion is None and self._retry is None:  # not loaded yet, or a load was cancelled
             await self._load_or_retry()
         if self._conversion is None:
             raise UpstreamUnavailable(
@@ -229,7 +240,7 @@ class OpenApiProvider:
             raise UpstreamTimeout(
                 f"upstream {name!r} did not answer within {options.call_timeout_s:g}s", upstream=name
             ) from None
-        except httpx2.TransportError as exc:
+        except httpx2.RequestError as exc:  # transport, and a body whose content-encoding is corrupt
             raise UpstreamUnavailable(
                 f"upstream {name!r} is unavailable ({type(exc).__name__})", upstream=name
             ) from None

@@ -5,7 +5,9 @@ query nor change the host), serialised per OpenAPI 3.1 §4.8.12.4 (`simple`, `fo
 `spaceDelimited`, `pipeDelimited`, `deepObject`); header and cookie values must be one line.
 Response: a 2xx JSON object becomes `structured_content` plus its JSON text; other text stays text;
 binary content becomes an image, audio or embedded resource; anything else is a tool error carrying
-the status and a short excerpt from which URLs and Interlink's credentials are removed.
+the status and a short excerpt from which URLs and Interlink's credentials are removed (a 2xx
+contradicting the output schema: a longer one, `MISMATCH_EXCERPT_CHARS`, so the caller sees what
+came back). JSON nested too deeply to handle is `upstream_response_invalid`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from adapters.openapi.convert import Operation, Parameter
 
 EXCERPT_CHARS: Final = 300
 """How much of an error response a caller sees."""
+MISMATCH_EXCERPT_CHARS: Final = 2000
+"""How much of a 2xx response that contradicts the output schema a caller sees."""
 REASON: Final = "io.interlink/reason"
 STATUS: Final = "io.interlink/status"
 URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>]+")
@@ -201,14 +205,18 @@ def render(
     if not 200 <= answer.status < 300:
         return http_error(answer, redact)
     media = answer.content_type.split(";")[0].strip().lower()
-    value, is_json = _json(answer.body, media)
-    if validator is not None:
-        problem = _mismatch(value, is_json, validator)
-        if problem is not None:
-            text = f"HTTP {answer.status}: the response does not match the documented schema ({problem})"
-            return _error(text, "upstream_response_invalid", answer.status, [_text_of(answer, media)])
+    try:
+        value, is_json = _json(answer.body, media)
+        problem = _mismatch(value, is_json, validator) if validator is not None else None
+        text = json.dumps(value, ensure_ascii=False) if is_json and problem is None else ""
+    except RecursionError:
+        text = f"HTTP {answer.status}: the JSON response is nested too deeply"
+        return _error(text, "upstream_response_invalid", answer.status)
+    if problem is not None:
+        text = f"HTTP {answer.status}: the response does not match the documented schema ({problem})"
+        excerpt = TextContent(type="text", text=safe_excerpt(answer, redact, MISMATCH_EXCERPT_CHARS))
+        return _error(text, "upstream_response_invalid", answer.status, [excerpt])
     if is_json:
-        text = json.dumps(value, ensure_ascii=False)
         structured = value if isinstance(value, dict) else None
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
     if not answer.body:
@@ -234,19 +242,19 @@ def http_error(answer: HttpAnswer, redact: Sequence[str] = ()) -> CallToolResult
     return _error(text, "upstream_http_error", answer.status)
 
 
-def safe_excerpt(answer: HttpAnswer, redact: Sequence[str] = ()) -> str:
+def safe_excerpt(answer: HttpAnswer, redact: Sequence[str] = (), limit: int = EXCERPT_CHARS) -> str:
     """The start of a response body on one line, without URLs, credentials or control characters."""
     media = answer.content_type.split(";")[0].strip().lower()
     if not answer.body:
         return ""
     if media and not TEXTUAL.match(media):
         return f"<{len(answer.body)} bytes of {media}>"
-    text = answer.body[: EXCERPT_CHARS * 8].decode(_charset(answer.content_type), errors="replace")
+    text = answer.body[: limit * 8].decode(_charset(answer.content_type), errors="replace")
     for secret in sorted((s for s in redact if len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     text = URL.sub("[url]", text)
     text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _error(text: str, reason: str, status: int, extra: list[ContentBlock] | None = None) -> CallToolResult:

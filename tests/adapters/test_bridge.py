@@ -1,5 +1,5 @@
-"""The A2A-to-MCP bridge's pure parts: skill ids as tool names, A2A parts as MCP content, and sealed
-continuations (adapters/bridge)."""
+"""The A2A-to-MCP bridge's pure parts: skill ids as tool names, A2A parts as MCP content, sealed
+continuations, and the bounds of what an exchange holds (adapters/bridge, adapters/a2a/values.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from google.protobuf import struct_pb2
 from google.protobuf.json_format import ParseDict
 from mcp_types import EmbeddedResource, ResourceLink, TextContent
 
+from adapters.a2a.values import SAFE_INTEGER, whole_numbers
 from adapters.bridge.content import finished, reply_content
 from adapters.bridge.continuation import Continuation, ContinuationError, Sealer, derive_key
+from adapters.bridge.exchange import MAX_RESPONSE_BYTES, MAX_RESPONSE_PARTS, Exchange, ResponseTooLarge
 from adapters.bridge.skills import MAX_TOOL_NAME, skill_tools, tool_name
 
 
@@ -89,3 +91,39 @@ def test_continuations_are_sealed_and_bound() -> None:
             sealer.open(presented, caller=caller, agent=agent)
     with pytest.raises(ContinuationError):
         Sealer(derive_key(b"another secret")).open(token, caller="caller", agent="billing")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (3.0, 3),
+        (2.5, 2.5),
+        (-0.0, 0),
+        (float(SAFE_INTEGER), float(SAFE_INTEGER)),  # may not be the integer that was sent
+        ({"a": [1.0, {"b": 2.0}], "c": "3"}, {"a": [1, {"b": 2}], "c": "3"}),
+        (True, True),
+    ],
+)
+def test_whole_numbers(value: object, expected: object) -> None:
+    """Whole doubles below 2**53 become integers, at any depth; nothing else changes."""
+    result = whole_numbers(value)
+    assert result == expected and type(result) is type(expected)
+
+
+def test_an_exchange_holds_at_most_its_bounds() -> None:
+    """Appended chunks count towards MAX_RESPONSE_BYTES and MAX_RESPONSE_PARTS; a replaced artifact
+    counts once; past a bound `ResponseTooLarge`."""
+    ex = Exchange()
+    chunk = "x" * (MAX_RESPONSE_BYTES // 4)
+    for _ in range(3):
+        ex.hold(Artifact(artifact_id="a", parts=[Part(text=chunk)]), append=False)  # replaced each time
+    ex.hold(Artifact(artifact_id="a", parts=[Part(text=chunk)]), append=True)
+    ex.hold(Artifact(artifact_id="a", parts=[Part(text=chunk)]), append=True)
+    assert len(ex.artifacts["a"].parts) == 3
+    with pytest.raises(ResponseTooLarge):
+        ex.say(Message(parts=[Part(text=chunk + chunk)]))
+    parts = Exchange()
+    for _ in range(MAX_RESPONSE_PARTS):
+        parts.hold(Artifact(artifact_id="p", parts=[Part(text="y")]), append=True)
+    with pytest.raises(ResponseTooLarge):
+        parts.hold(Artifact(artifact_id="p", parts=[Part(text="y")]), append=True)

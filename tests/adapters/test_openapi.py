@@ -15,8 +15,16 @@ from jsonschema import Draft202012Validator
 from mcp_types import EmbeddedResource
 
 from adapters.openapi.convert import MAX_NAME, Selection, convert, tool_name
-from adapters.openapi.request import ArgumentError, HttpAnswer, build, render, safe_excerpt
+from adapters.openapi.request import (
+    MISMATCH_EXCERPT_CHARS,
+    ArgumentError,
+    HttpAnswer,
+    build,
+    render,
+    safe_excerpt,
+)
 from adapters.openapi.schema import OpenApiError
+from gateway.openapi_upstream import parse_document
 
 GITHUB = Path(__file__).parents[1] / "npm/node_modules/@octokit/openapi/generated/api.github.com.json"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -373,6 +381,68 @@ def test_an_operation_that_cannot_be_converted_is_skipped_and_named() -> None:
     ]
 
 
+def test_values_of_the_wrong_type_skip_their_operation_and_never_raise_anything_else() -> None:
+    """`tags: 5` is no tag; `required: 5`, an integer media type (request or response), non-list
+    parameters or an integer schema keyword skip that operation only, named as malformed."""
+    body = {"type": "object", "required": 5, "properties": {"id": {"readOnly": True}}}
+    document = doc(
+        {
+            "/ok": {"get": op(operationId="ok", tags=5)},
+            "/required": {"post": op(requestBody=json_body(body))},
+            "/media": {"post": op(requestBody={"content": {5: {"schema": {}}}})},
+            "/answer": {"get": {"responses": {"200": {"description": "x", "content": {5: {}}}}}},
+            "/params": {"get": op(parameters=5)},
+            "/keyword": {"post": op(requestBody=json_body({"type": "object", 5: 1}))},
+        }
+    )
+    converted = convert(document)
+    assert set(converted.tools) == {"ok"}
+    assert [s.split(":")[0] for s in converted.skipped] == [
+        "POST /required",
+        "POST /media",
+        "GET /answer",
+        "GET /params",
+        "POST /keyword",
+    ]
+    assert all("malformed" in s for s in converted.skipped)
+    assert set(convert(document, Selection(include_tags=["*"])).tools) == set()  # 5 is not a tag
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+        "Keep-Alive",
+        "TE",
+        "Trailer",
+        "Upgrade",
+        "Cookie",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Forwarded",
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "Authorization",
+        "Accept",
+    ],
+)
+def test_headers_that_frame_route_or_attribute_a_request_are_not_arguments(header: str) -> None:
+    """A header parameter naming Host, a framing or hop-by-hop header, Cookie, a proxy header or a
+    forwarding header is left out of the input schema, so no argument can set it."""
+    params = [
+        {"name": header, "in": "header", "required": True, "schema": {"type": "string"}},
+        {"name": "X-Trace", "in": "header", "schema": {"type": "string"}},
+    ]
+    document = doc({"/a": {"get": op(operationId="a", parameters=params)}})
+    converted = convert(document)
+    assert converted.tools["a"].input_schema["properties"] == {"X-Trace": {"type": "string"}}
+    assert "required" not in converted.tools["a"].input_schema
+    assert [p.name for p in converted.operations["a"].parameters] == ["X-Trace"]
+
+
 # -- requests and responses ----------------------------------------------------------------------
 
 
@@ -500,6 +570,36 @@ def test_responses_become_structured_content_text_binary_or_tool_errors() -> Non
     assert big.meta == {"io.interlink/reason": "upstream_response_too_large", "io.interlink/status": 200}
 
 
+def test_a_response_contradicting_its_schema_carries_a_bounded_redacted_excerpt() -> None:
+    """The body of a 2xx that does not match the output schema is shown capped and without
+    Interlink's credentials or URLs, like other excerpts."""
+    validator = Draft202012Validator({"type": "object", "required": ["id"]})
+    body = json.dumps({"key": "SECRET-KEY-1", "at": "http://10.0.0.1/x", "pad": "p" * 1_000_000}).encode()
+    result = render(
+        HttpAnswer(200, "application/json", body),
+        validator=validator,
+        resource_uri="u:x",
+        redact=["SECRET-KEY-1"],
+    )
+    assert result.is_error and result.meta is not None
+    assert result.meta["io.interlink/reason"] == "upstream_response_invalid"
+    excerpt = result.content[1].text  # type: ignore[union-attr]
+    assert len(excerpt) <= MISMATCH_EXCERPT_CHARS and excerpt.startswith(
+        '{"key": "[redacted]", "at": "[url]"'
+    )
+    assert "SECRET-KEY-1" not in excerpt and "10.0.0.1" not in excerpt
+
+
+def test_json_nested_too_deeply_is_a_tool_error() -> None:
+    """A 2xx JSON body nested 100,000 levels deep is `upstream_response_invalid`, not a crash."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    result = render(HttpAnswer(200, "application/json", deep), validator=None, resource_uri="u:x")
+    assert result.is_error and result.meta == {
+        "io.interlink/reason": "upstream_response_invalid",
+        "io.interlink/status": 200,
+    }
+
+
 def test_error_excerpts_hide_credentials_urls_and_control_characters() -> None:
     body = b"denied for key SECRET-KEY-1 at https://10.0.0.1:8443/db?x=1 \x1b[31mred\x1b[0m\n" + b"z" * 1000
     excerpt = safe_excerpt(HttpAnswer(403, "text/plain", body), ["SECRET-KEY-1", "abc"])
@@ -539,3 +639,32 @@ def test_githubs_rest_api_description_converts_without_error() -> None:
     assert repo.input_schema["required"] == ["owner", "repo"] and repo.output_schema is not None
     filtered = convert(document, Selection(include_tags=["issues"], exclude_operations=["issues/*lock"]))
     assert 30 < len(filtered.tools) < 100 and {"issues_lock", "issues_unlock"}.isdisjoint(filtered.tools)
+
+
+LAUGHS = b"""openapi: 3.1.0
+a: &a [x, x, x, x, x, x, x, x, x, x]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]
+"""
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        (LAUGHS, "once YAML aliases expand"),
+        (b"openapi: 3.1.0\nloop: &l {self: *l}\n", "contains itself"),
+    ],
+)
+def test_hostile_yaml_is_refused(document: bytes, problem: str) -> None:
+    """Aliases are data, not a way to make a few kB into gigabytes or a value that holds itself."""
+    with pytest.raises(OpenApiError, match=problem):
+        parse_document(document)
+
+
+def test_yaml_scalars_become_plain_json() -> None:
+    parsed = parse_document(b"openapi: 3.1.0\ninfo: {title: t, version: 2024-01-02}\n200: ok\n")
+    assert parsed == {"openapi": "3.1.0", "info": {"title": "t", "version": "2024-01-02"}, "200": "ok"}

@@ -22,6 +22,7 @@ from mcp_types import (
 )
 
 from adapters.a2a.tool_skills import (
+    UnconvertibleResult,
     arguments_for,
     check_arguments,
     error_text,
@@ -106,6 +107,45 @@ def test_schema_violations_are_named() -> None:
         check_arguments({"a": "x"}, "sum", tool({"a": NUMBER, "b": NUMBER}, ["a", "b"]))
     assert "$.a: 'x' is not of type 'number'" in err.value.message
     assert "'b' is a required property" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "parts", [[Part(text="nineteen")], [data([1, 2])], [Part(raw=b"%PDF")], [data({"a": "x"})]]
+)
+def test_refusals_describe_nothing_without_describe(parts: list[Part]) -> None:
+    """For a caller whose card does not show the skill, a refusal names no argument, type or
+    schema complaint (the tool's schema is shown only to callers that may use it)."""
+    definition = tool({"a": NUMBER, "b": NUMBER}, ["a", "b"])
+    with pytest.raises(InvalidArguments) as err:
+        arguments = arguments_for(Message(parts=parts), "sum", definition, describe=False)
+        check_arguments(arguments, "sum", definition, describe=False)
+    assert "sum" in err.value.message
+    assert not any(word in err.value.message for word in ("number", "'a'", "'b'", "$.", "required"))
+
+
+@pytest.mark.parametrize(
+    ("result", "says"),
+    [
+        (CallToolResult(content=[], structured_content={"n": 10**309}), "beyond the range"),
+        (CallToolResult(content=[TextContent(type="text", text="\ud800")]), "not valid Unicode"),
+        (
+            CallToolResult(
+                content=[
+                    EmbeddedResource(
+                        type="resource", resource=TextResourceContents(uri="x://a", text="\udfff")
+                    )
+                ]
+            ),
+            "not valid Unicode",
+        ),
+    ],
+)
+def test_results_a2a_cannot_carry(result: CallToolResult, says: str) -> None:
+    """A number beyond a double's range or text that is not valid Unicode is UnconvertibleResult,
+    whose message names the kind of problem and nothing of the value."""
+    with pytest.raises(UnconvertibleResult, match=says) as err:
+        result_parts(result)
+    assert "10000" not in str(err.value)
 
 
 def test_result_parts() -> None:

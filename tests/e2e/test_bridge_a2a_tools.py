@@ -92,7 +92,7 @@ def registration(client_id: str, **extra: Any) -> dict[str, Any]:
         "owner": "team",
         "secret": {"value": SECRET},
         "audiences": ["mcp/tools"],
-        "scopes": ["mcp"],
+        "scopes": ["mcp", "a2a"],
         **extra,
     }
 
@@ -104,8 +104,9 @@ class Bridge:
     """The Python agent's base URL (only the test talks to it directly)."""
     audit_url: str
 
-    async def token(self, client_id: str = "caller") -> str:
-        return await issued_token(self.base, client_id, SECRET, "mcp/tools", "mcp")
+    async def token(self, client_id: str = "caller", scope: str = "mcp a2a") -> str:
+        """A token for the virtual server; a bridged protected agent needs its `a2a` scope too."""
+        return await issued_token(self.base, client_id, SECRET, "mcp/tools", scope)
 
     @asynccontextmanager
     async def client(self, token: str, **options: Any) -> AsyncIterator[Client]:
@@ -270,6 +271,29 @@ async def test_declined_elicitation_cancels_the_task(bridge: Bridge) -> None:
             result = await client.call_tool("py-tools__ask", {"text": "ask"})
     assert result.is_error and (result.meta or {})[REASON] == "input_declined"
     assert await downstream_states(bridge.py) == [TaskState.TASK_STATE_CANCELED]
+    cancels = [r for r in await bridge.records() if r["event"] == "a2a.CancelTask"]
+    assert [(r["actor"]["agent"], r["target"]["server"], r["target"]["name"]) for r in cancels] == [
+        ("caller", "py", "ask")
+    ]
+    assert cancels[0]["outcome"]["status"] == "ok"
+
+
+async def test_a_refusal_by_the_agent_is_an_error_on_both_sides(bridge: Bridge) -> None:
+    """Answering a task that ended meanwhile: the agent refuses (a JSON-RPC error); the caller gets
+    a tool error `downstream_error` and the A2A record of the message is an error, not ok."""
+    async with bridge.client(await bridge.token()) as client, asyncio.timeout(WAIT_S):
+        asked = await client.call_tool("py-tools__ask", {"text": "ask"})
+        async with httpx.AsyncClient(timeout=WAIT_S) as http:
+            card = await A2ACardResolver(http, bridge.py).get_agent_card()
+            direct = ClientFactory(ClientConfig(streaming=False, httpx_client=http)).create(card)
+            (task,) = (await direct.list_tasks(ListTasksRequest())).tasks
+            await direct.cancel_task(CancelTaskRequest(id=task.id))
+        answer = {"text": "Ada", "context_id": a2a_meta(asked)["context_id"]}
+        refused = await client.call_tool("py-tools__ask", answer)
+    assert refused.is_error and (refused.meta or {})[REASON] == "downstream_error"
+    results = [r for r in await bridge.records() if r["event"] == "a2a.SendMessage.result"]
+    assert [r["outcome"]["status"] for r in results] == ["ok", "error"]
+    assert results[-1]["outcome"]["reason"] == "downstream_error"
 
 
 async def test_input_required_continuation_is_bound_to_its_caller(bridge: Bridge) -> None:
@@ -297,6 +321,20 @@ async def test_input_required_continuation_is_bound_to_its_caller(bridge: Bridge
         follow = a2a_meta(done)["context_id"]  # the conversation goes on in the same context
         again = await client.call_tool("js-tools__echo", {"text": "echo more", "context_id": follow})
     assert not again.is_error and texts(again)[0] == "more"
+
+
+async def test_data_a_data_part_cannot_carry_is_invalid_arguments(bridge: Bridge) -> None:
+    """An integer beyond a double (JSON allows it; a protobuf Value does not) is an invalid-arguments
+    tool error, recorded as such, and nothing reaches the agent."""
+    async with bridge.client(await bridge.token()) as client, asyncio.timeout(WAIT_S):
+        result = await client.call_tool("py-tools__echo", {"text": "echo n", "data": {"n": 10**309}})
+    assert result.is_error and (result.meta or {})[REASON] == "invalid_arguments"
+    assert "data" in texts(result)[0]
+    assert not [h for h in Recorder.seen if h.startswith("Bearer ")]
+    records = await bridge.records()
+    outcome = [r["outcome"] for r in records if r["event"].startswith("mcp.tools/call")][-1]
+    assert (outcome["status"], outcome["reason"]) == ("denied", "invalid_arguments")
+    assert not [r for r in records if r["event"].startswith("a2a.")]
 
 
 # -- failure and cancellation -----------------------------------------------------------------------
@@ -364,7 +402,7 @@ async def test_delegation_policy_and_audit_on_both_sides(bridge: Bridge) -> None
     caller's; the MCP record names `a2a:py/echo` and the A2A record `mcp:tools/py-tools__echo`, both
     with the full actor chain. A caller the MCP policy permits but the A2A policy does not is
     refused, and the agent never sees the message."""
-    user = await issued_token(bridge.base, "user", SECRET, "mcp/tools", "mcp")
+    user = await issued_token(bridge.base, "user", SECRET, "mcp/tools", "mcp a2a")
     async with httpx.AsyncClient() as http:
         exchanged = await http.post(
             f"{bridge.base}/oauth2/token",
@@ -415,6 +453,22 @@ async def test_delegation_policy_and_audit_on_both_sides(bridge: Bridge) -> None
     ]
 
 
+async def test_a_token_without_the_agents_scopes_is_refused(bridge: Bridge) -> None:
+    """A protected agent needs its `required_scopes` (here `a2a`) on the caller's token, bridged or
+    not: a token for the virtual server with `mcp` only is refused (`policy_denied`, naming the
+    scope), Interlink mints no credential and the agent sees nothing, and the A2A record says why."""
+    async with bridge.client(await bridge.token(scope="mcp")) as client, asyncio.timeout(WAIT_S):
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("py-tools__echo", {"text": "echo without a2a"})
+    assert denied.value.error.data["reason"] == "policy_denied"
+    assert denied.value.error.data["required_scope"] == "a2a"
+    assert not [h for h in Recorder.seen if h.startswith("Bearer ")]
+    (refused,) = [r for r in await bridge.records() if r["event"].startswith("a2a.SendMessage")]
+    assert (refused["decision"]["effect"], refused["decision"]["reason"]) == ("deny", "insufficient_scope")
+    assert refused["outcome"]["status"] == "denied"
+    assert (refused["actor"]["agent"], refused["target"]["bridge"]) == ("caller", "mcp:tools/py-tools__echo")
+
+
 async def test_mcp_policy_hides_and_refuses_a_tool(bridge: Bridge) -> None:
     """A tool the MCP policy forbids is not listed and its call is refused before the A2A side."""
     async with bridge.client(await bridge.token("other")) as client, asyncio.timeout(WAIT_S):
@@ -452,7 +506,7 @@ async def test_blocking_slow_and_dead_agents() -> None:
                     {"name": "plain", "card": card(py, False), "public": True},
                     {"name": "live", "card": card(py, True), "public": True},
                     {"name": "dead", "card": card(dead, True), "public": True},
-                    {"name": "nocard", "card_url": f"{dead}/.well-known/agent-card.json"},
+                    {"name": "nocard", "card_url": f"{dead}/.well-known/agent-card.json", "public": True},
                 ],
                 upstreams=[
                     {"name": "plain-tools", "transport": "a2a", "agent": "plain"},

@@ -45,6 +45,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 SECRET = "published-secret"
+SCOPES = "a2a mcp"
+"""A tool call through the agent needs its scope and the virtual server's."""
 ADMIN = "published-admin-token"
 EVERYTHING_TOOLS = [
     "everything__echo",
@@ -107,9 +109,9 @@ class Published:
     audit_url: str
 
     async def client(
-        self, client_id: str = "caller", *, streaming: bool = False
+        self, client_id: str = "caller", *, streaming: bool = False, scope: str = SCOPES
     ) -> tuple[Client, httpx.AsyncClient]:
-        token = await issued_token(self.base, client_id, SECRET, "a2a/tools", "a2a")
+        token = await issued_token(self.base, client_id, SECRET, "a2a/tools", scope)
         return await self.client_with(token, streaming=streaming)
 
     async def client_with(self, token: str, *, streaming: bool = False) -> tuple[Client, httpx.AsyncClient]:
@@ -319,7 +321,7 @@ async def test_policy_applies_on_both_sides(published: Published) -> None:
 async def test_audit_records_name_both_protocols_and_the_actor_chain(published: Published) -> None:
     """A delegated caller (orchestrator acting for caller): the A2A record names the MCP tool, the
     MCP record names the A2A skill, and both carry the agent, its subject and the delegation chain."""
-    subject = await issued_token(published.base, "caller", SECRET, "a2a/tools", "a2a")
+    subject = await issued_token(published.base, "caller", SECRET, "a2a/tools", SCOPES)
     form = {
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
         "subject_token": subject,
@@ -429,3 +431,34 @@ async def test_cancel_stops_the_tool_call(published: Published) -> None:
             await asyncio.sleep(0.05)
     outcome = results[0]["outcome"]
     assert (outcome["status"], outcome["reason"]) == ("error", "cancelled")
+
+
+async def test_the_policy_speaks_before_skills_are_named_or_arguments_described(published: Published) -> None:
+    """A caller the policy refuses `SendMessage` gets the policy's refusal for an unknown skill or
+    bad arguments (nothing named or described); one that may send but use only some tools hears of
+    those tools alone, and of no schema of the others."""
+    mcp_only, http = await published.client("mcp-only")
+    async with aclosing(http):
+        for msg in (
+            message(data({"message": "x"}), skill="everything__nope"),
+            message(Part(text="nineteen"), skill="everything__get-sum"),
+        ):
+            with pytest.raises(A2AError) as err:
+                await send(mcp_only, msg)
+            assert "-32013" in str(err.value) and "everything__echo" not in str(err.value)  # policy_denied
+    narrow, http = await published.client("narrow")
+    async with aclosing(http):
+        with pytest.raises(InvalidParamsError) as unknown:
+            await send(narrow, message(data({"message": "x"}), skill="everything__nope"))
+        with pytest.raises(InvalidParamsError) as bad:
+            await send(narrow, message(Part(text="nineteen"), skill="everything__get-sum"))
+    assert reason(unknown.value) == "unknown_skill"
+    assert "everything__echo" in unknown.value.message and "everything__get-sum" not in unknown.value.message
+    assert reason(bad.value) == "invalid_arguments" and "number" not in (bad.value.message or "")
+    records = [r for r in await published.records() if r["event"] == "a2a.SendMessage"]
+    assert [(r["actor"]["agent"], r["decision"]["reason"]) for r in records] == [
+        ("mcp-only", "default_deny"),
+        ("mcp-only", "default_deny"),
+        ("narrow", "unknown_skill"),
+        ("narrow", "invalid_arguments"),
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,8 +22,12 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ImageContent, TextContent
 
+from adapters.openapi.convert import Conversion, convert
+from adapters.openapi.provider import OpenApiProvider, RestOptions
 from gateway.audit import AuditStore
 from gateway.cli import main
+from gateway.openapi_upstream import build_openapi
+from gateway.settings import OpenApiUpstream
 from tests import rest_service
 from tests.rest_service import RestService
 from tests.support import bound_socket, gateway, hold, issued_token, serve
@@ -113,7 +118,10 @@ async def test_operations_become_tools_with_their_schemas(
     """Each operation is a tool: operationId (or method_path) as name, parameters and body as input
     schema (refs resolved, readOnly fields out of requests), the 2xx object response as output schema."""
     _svc, url = service
-    async with shop([rest("rest", spec_file, url, exclude_tags=["secure"])], tmp_path) as s, connect(s) as c:
+    async with (
+        shop([rest("rest", spec_file, url, exclude_tags=["secure", "hostile"])], tmp_path) as s,
+        connect(s) as c,
+    ):
         tools = {t.name: t for t in (await c.list_tools()).tools}
     assert set(tools) == {
         f"rest__{n}"
@@ -461,9 +469,200 @@ def test_interlink_check_validates_openapi_upstreams(
 
     (tmp_path / "pets.yaml").write_text(yaml.safe_dump(rest_service.DOCUMENT))
     assert check(spec_file.name) == 0 and check("pets.yaml") == 0
-    assert capsys.readouterr().out.count("rest: 15 tool(s) from OpenAPI 3.1.0") == 2
+    assert capsys.readouterr().out.count("rest: 18 tool(s) from OpenAPI 3.1.0") == 2
     (tmp_path / "old.yaml").write_text("swagger: '2.0'\ninfo: {title: old}\npaths: {}\n")
     assert check("old.yaml") == 2
     assert "upstreams.rest.spec" in (err := capsys.readouterr().err) and "Swagger 2.0" in err
     assert check("missing.json") == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+# -- review fixes: hostile documents and responses -------------------------------------------------
+
+
+def big_spec(operations: int) -> bytes:
+    """A YAML document of `operations` GETs, each with a path parameter and a 10-field object."""
+    lines = ["openapi: 3.1.0", "info: {title: big}", "paths:"]
+    for i in range(operations):
+        lines += [
+            f"  /r{i}/{{id}}:",
+            "    get:",
+            f"      operationId: op{i}",
+            "      parameters: [{name: id, in: path, required: true, schema: {type: string}}]",
+            "      responses:",
+            "        '200':",
+            "          description: ok",
+            "          content: {application/json: {schema: {type: object, properties: {"
+            + ", ".join(f"p{j}: {{type: string, description: field {j} of op {i}}}" for j in range(10))
+            + "}}}}",
+        ]
+    return "\n".join(lines).encode()
+
+
+def openapi_upstream(**fields: Any) -> OpenApiUpstream:
+    return OpenApiUpstream.model_validate({"name": "rest", "transport": "openapi", **fields})
+
+
+async def test_a_large_document_is_parsed_and_converted_off_the_event_loop() -> None:
+    """Loading a large fetched document (parse + convert: over a second here) stalls the event
+    loop for a fraction of that at most: other requests keep being served meanwhile."""
+    svc = RestService(spec=big_spec(800))
+    async with serve(svc.app()) as url:
+        provider = build_openapi(
+            openapi_upstream(spec=f"{url}/openapi.json", base_url=url, allow_private_network=True), None
+        )
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                before = loop.time()
+                await asyncio.sleep(0.005)
+                gaps.append(loop.time() - before)
+
+        ticker = asyncio.create_task(tick())
+        try:
+            async with asyncio.timeout(60):
+                started = asyncio.get_running_loop().time()
+                await provider.start()
+                took = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(0.05)  # the ticker notes the gap it is in
+        finally:
+            ticker.cancel()
+            await provider.stop()
+    assert provider.status().protocol_version == "openapi 3.1.0"
+    assert took > 0.4, f"the document loaded in {took:.2f}s: too fast to show a stall"
+    # Not zero: CPython's cyclic garbage collector, run by the loading thread's allocations, pauses
+    # every thread (about 0.2 s here); parsing on the loop stalls it for the whole load.
+    assert max(gaps) < took / 2, f"the event loop stalled {max(gaps):.2f}s during a {took:.2f}s load"
+
+
+async def test_a_malformed_document_url_leaves_the_gateway_serving_until_a_good_one_loads(
+    tmp_path: Path,
+) -> None:
+    """A document Python cannot read (a 5,000-digit number) does not stop the gateway: /readyz shows
+    the upstream in backoff with the reason; once the document is readable, operations with values
+    of the wrong type (`required: 5`) are skipped, `tags: 5` is ignored, and the others are served
+    (a YAML mapping key is read as text: an integer media type is the media type "5")."""
+    svc = RestService(spec=b"openapi: 3.1.0\ninfo: {title: t}\nx-n: " + b"7" * 5000 + b"\npaths: {}\n")
+    document = json.loads(json.dumps(rest_service.DOCUMENT))
+    paths = document["paths"]
+    paths["/pets"]["get"]["tags"] = 5
+    paths["/pets"]["post"]["requestBody"]["content"]["application/json"]["schema"] = {
+        "type": "object",
+        "required": 5,
+        "properties": {"id": {"readOnly": True}},
+    }
+    paths["/report"]["get"]["responses"]["200"]["content"] = {5: {}}
+    async with serve(svc.app()) as url:
+        upstream = rest("rest", f"{url}/openapi.json", url, allow_private_network=True, health_interval_s=1)
+        async with shop([upstream], tmp_path) as s, httpx2.AsyncClient(base_url=s.base) as http:
+            (state,) = (await http.get("/readyz")).json()["upstreams"]
+            assert state["state"] == "backoff" and "cannot be read" in state["last_error"]
+            svc.spec = yaml.safe_dump(document).encode()
+            async with asyncio.timeout(10):
+                while (await http.get("/readyz")).json()["status"] != "ok":
+                    await asyncio.sleep(0.1)
+            async with connect(s) as c:
+                names = {t.name for t in (await c.list_tools()).tools}
+                pets = await c.call_tool("rest__listPets", {})
+    assert {"rest__listPets", "rest__getPet", "rest__getLogo"} <= names
+    assert "rest__createPet" not in names and "rest__getReport" in names
+    assert not pets.is_error and pets.structured_content is not None
+
+
+def test_a_file_document_with_an_unreadable_value_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`interlink check` names the upstream and the problem instead of failing with a traceback."""
+    config = tmp_path / "interlink.yaml"
+    (tmp_path / "huge.yaml").write_text("openapi: 3.1.0\ninfo: {title: t}\nx-n: " + "7" * 5000 + "\n")
+    upstreams = [rest("rest", "huge.yaml", "https://pets.example.com")]
+    config.write_text(
+        json.dumps({"upstreams": upstreams, "virtual_servers": [{"name": "v", "upstreams": ["rest"]}]})
+    )
+    assert main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "upstreams.rest.spec" in err and "cannot be read" in err and "Traceback" not in err
+
+
+async def test_a_loader_that_fails_unexpectedly_is_retried_and_reported() -> None:
+    """Any exception from loading (not only OpenApiError) leaves the upstream in backoff, named
+    by type in its status, and the retry goes on until the document loads."""
+    attempts: list[int] = []
+
+    async def load() -> Conversion:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("internal detail http://10.0.0.1/")
+        return convert(rest_service.DOCUMENT)
+
+    provider = OpenApiProvider("rest", load, RestOptions("https://pets.example.com"))
+    await provider.start()
+    try:
+        failed = provider.status()
+        async with asyncio.timeout(5):
+            while provider.status().state != "ready":
+                await asyncio.sleep(0.05)
+        assert "getPet" in await provider.tools()
+    finally:
+        await provider.stop()
+    assert failed.state == "backoff" and failed.last_error is not None
+    assert "RuntimeError" in failed.last_error and "10.0.0.1" not in failed.last_error
+    assert len(attempts) == 2
+
+
+async def test_a_lazy_load_cancelled_by_its_caller_is_started_again_by_the_next() -> None:
+    """A caller that goes away while a lazy document loads does not leave the upstream stuck in
+    `starting`: the next caller loads it."""
+    release = asyncio.Event()
+
+    async def load() -> Conversion:
+        await release.wait()
+        return convert(rest_service.DOCUMENT)
+
+    provider = OpenApiProvider("rest", load, RestOptions("https://pets.example.com"), eager=False)
+    await provider.start()
+    try:
+        first = asyncio.create_task(provider.tools())
+        async with asyncio.timeout(5):
+            while provider.status().state != "starting":
+                await asyncio.sleep(0.01)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        release.set()
+        async with asyncio.timeout(5):
+            assert "getPet" in await provider.tools()
+    finally:
+        await provider.stop()
+
+
+async def test_corrupt_deeply_nested_and_compression_bomb_responses_are_precise_errors(
+    service: tuple[RestService, str], spec_file: Path, tmp_path: Path
+) -> None:
+    """A gzip body that is not gzip is upstream_unavailable; JSON nested 100,000 levels deep is a
+    tool error (upstream_response_invalid); a gzip body inflating to 64 MiB stops at
+    max_response_bytes, inflated piecewise (memory stays far below the inflated size)."""
+    _svc, url = service
+    upstreams = [
+        rest("rest", spec_file, url, include_tags=["hostile"], exclude_operations=["bomb"]),
+        rest("tiny", spec_file, url, include_operations=["bomb"], max_response_bytes=1000),
+    ]
+    async with shop(upstreams, tmp_path) as s, connect(s) as c:
+        with pytest.raises(MCPError) as corrupt:
+            await c.call_tool("rest__corrupt", {})
+        deep = await c.call_tool("rest__deep", {})
+        rest_service.bomb_body()  # compressed before measuring
+        tracemalloc.start()
+        try:
+            bomb = await c.call_tool("tiny__bomb", {})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert corrupt.value.data["reason"] == "upstream_unavailable" and url not in corrupt.value.error.message
+    assert deep.is_error and interlink_meta(deep) == {
+        "io.interlink/reason": "upstream_response_invalid",
+        "io.interlink/status": 200,
+    }
+    assert bomb.is_error and interlink_meta(bomb)["io.interlink/reason"] == "upstream_response_too_large"
+    assert peak < 16 * 1_048_576 < rest_service.BOMB_BYTES, f"peak {peak} bytes"
