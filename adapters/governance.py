@@ -36,6 +36,10 @@ class CallGovernor(Protocol):
         bridge: str | None = None,
     ) -> None: ...
 
+    def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool:
+        """Whether the caller in `scope` may be shown `name` (lists: only what may be used)."""
+        ...
+
     async def around(
         self,
         scope: Mapping[str, Any],

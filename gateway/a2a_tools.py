@@ -82,6 +82,10 @@ class AgentGate:
     ) -> T:
         return await self._governor.around(scope, method, name, args, run, meta)
 
+    def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool:
+        """Admitted to the agent, and shown by its policy."""
+        return admission(self._settings, scope) is None and self._governor.shows(scope, action, name)
+
 
 class AgentDownstream:
     """A `RemoteAgent` as the bridge sees it: its card, client, breaker, slots, and the per-call

@@ -139,6 +139,10 @@ class A2AToolProvider:
     def bridged(self, tool: Tool) -> str | None:
         return f"a2a:{self._down.name}/{self._skill_of(tool)}"
 
+    def shows(self, scope: Mapping[str, Any], tool: Tool) -> bool:
+        """Listed only to callers the agent admits and its policy lets send the skill a message."""
+        return self._governor.shows(scope, "SendMessage", self._skill_of(tool))
+
     def status(self) -> UpstreamStatus:
         readiness, error = self._down.readiness()
         state: State

@@ -73,6 +73,11 @@ class ToolProvider(Protocol):
         recorded with the MCP call's audit record; None when it leaves the gateway's protocols."""
         ...
 
+    def shows(self, scope: Mapping[str, Any], tool: Tool) -> bool:
+        """Whether the caller in `scope` may be shown `tool` as far as the system behind is
+        concerned (the virtual server's own policy decides too): lists show only what may be used."""
+        ...
+
     async def call_tool(self, call: ProviderCall) -> CallToolResult | InputRequiredResult:
         """Run the call; a failure of the system behind is a tool error result (`is_error`) or a
         GatewayError (the MCP face maps it), never a leak of URLs or credentials."""

@@ -128,8 +128,6 @@ class Governor(CallGovernor, Protocol):
     upstream's tool may be served as defined now, for every caller; `admit` raises ToolNotApproved
     when not (named `name`, as the caller called it)."""
 
-    def shows(self, scope: Mapping[str, Any], action: str, name: str) -> bool: ...
-
     async def pinned(self, upstream: str, tool: Tool) -> bool: ...
 
     async def admit(self, name: str, upstream: str, tool: Tool) -> None: ...
@@ -283,10 +281,11 @@ class VirtualServer:
             if not approved:
                 unapproved.add(name)
         self._exposed, self._unapproved = exposed, frozenset(unapproved)
+        scope = ctx.request.scope if ctx is not None and ctx.request is not None else None
         shown = [
             (n, t)
-            for n, (_u, t) in exposed.items()
-            if n not in unapproved and self._shows(ctx, "tools/call", n)
+            for n, (u, t) in exposed.items()
+            if n not in unapproved and self._shows(ctx, "tools/call", n) and self._provider_shows(scope, u, t)
         ]
         return ListToolsResult(tools=[t.model_copy(update={"name": n}) for n, t in shown])
 
@@ -306,6 +305,10 @@ class VirtualServer:
             for provider in self._providers.values():
                 tg.start_soon(one, provider)
         return [(n, results[n]) for n in self._providers if n in results]
+
+    def _provider_shows(self, scope: Mapping[str, Any] | None, upstream: str, tool: Tool) -> bool:
+        provider = self._providers.get(upstream)
+        return provider is None or scope is None or provider.shows(scope, tool)
 
     async def _pinned(self, upstream: str, tool: Tool) -> bool:
         return self._governor is None or await self._governor.pinned(upstream, tool)
@@ -422,8 +425,8 @@ class VirtualServer:
         """The tools the caller authenticated in `scope` would list (all, for None), named as exposed."""
         await self._list_tools(None, None)
         out: list[Tool] = []
-        for exposed, (_u, tool) in self._exposed.items():
-            if exposed in self._unapproved:
+        for exposed, (upstream, tool) in self._exposed.items():
+            if exposed in self._unapproved or not self._provider_shows(scope, upstream, tool):
                 continue
             if scope is not None and self._governor is not None:
                 if not self._governor.shows(scope, "tools/call", exposed):

@@ -21,7 +21,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import anyio
@@ -188,6 +188,9 @@ class OpenApiProvider:
 
     def bridged(self, tool: Tool) -> str | None:
         return None  # a REST call leaves the gateway's protocols
+
+    def shows(self, scope: Mapping[str, Any], tool: Tool) -> bool:
+        return True  # the REST system has no policy of its own here: the MCP policy decides
 
     async def call_tool(self, call: ProviderCall) -> CallToolResult:
         """One HTTP request for a validated call; never anything of the caller's request but the

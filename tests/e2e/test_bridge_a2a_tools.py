@@ -456,8 +456,11 @@ async def test_delegation_policy_and_audit_on_both_sides(bridge: Bridge) -> None
 async def test_a_token_without_the_agents_scopes_is_refused(bridge: Bridge) -> None:
     """A protected agent needs its `required_scopes` (here `a2a`) on the caller's token, bridged or
     not: a token for the virtual server with `mcp` only is refused (`policy_denied`, naming the
-    scope), Interlink mints no credential and the agent sees nothing, and the A2A record says why."""
+    scope), Interlink mints no credential and the agent sees nothing, and the A2A record says why.
+    The agent's tools are not even listed to such a caller (lists show only what may be used)."""
     async with bridge.client(await bridge.token(scope="mcp")) as client, asyncio.timeout(WAIT_S):
+        listed = {t.name for t in (await client.list_tools()).tools}
+        assert not [n for n in listed if n.startswith(("py-tools__", "js-tools__"))]
         with pytest.raises(MCPError) as denied:
             await client.call_tool("py-tools__echo", {"text": "echo without a2a"})
     assert denied.value.error.data["reason"] == "policy_denied"

@@ -4,6 +4,7 @@ force a listing per message, and an unknown skill names only what the caller may
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -43,6 +44,9 @@ class CountingProvider:
 
     def bridged(self, tool: Tool) -> str | None:
         return None
+
+    def shows(self, scope: Mapping[str, Any], tool: Tool) -> bool:
+        return True
 
     async def call_tool(self, call: ProviderCall) -> CallToolResult | InputRequiredResult:
         return CallToolResult(content=[TextContent(type="text", text="ok")])
