@@ -20,10 +20,10 @@ A2A 1.0) with its card, rewritten to point at Interlink, at `/a2a/<name>/.well-k
   recorded (`a2a.<Method>`), a message write-ahead before it is forwarded.
 * **Push notifications.** A caller registers a webhook for its task (`CreateTaskPushNotificationConfig`
   or `SendMessage.configuration.task_push_notification_config`); Interlink itself POSTs every
-  update of that task to it, with the caller's `X-A2A-Notification-Token`. No webhook is registered
-  downstream: Interlink follows every downstream task to a terminal or interrupted state and relays
-  each event into the caller's task, so its own handler sees every update (and the downstream never
-  learns the caller's URL or token). Webhook URLs are hostile input (SSRF): https and public
+  update of that task to it, with the caller's `X-A2A-Notification-Token`, from the events it relays
+  and, for an agent with push support, from Interlink's own webhook at that agent
+  (`gateway/a2a_hooks.py`: a task outlives its relay stream, and the downstream never learns the
+  caller's URL or token). Webhook URLs are hostile input (SSRF): https and public
   addresses only unless the agent's `allow_private_webhooks`, checked when registered and again on
   every connection against the address connected to, no redirects, bounded time
   (`gateway/fetch.py`). Configs live in the gateway database (`interlink_a2a_push_configs`, shared by
@@ -48,6 +48,7 @@ import httpx
 import structlog
 from a2a.client import Client, ClientCallContext, ClientConfig, ClientFactory
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.cluster.task_store import ConcurrentTaskModificationError
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.models import create_push_notification_config_model, create_task_model
@@ -72,13 +73,14 @@ from a2a.types import (
     SecurityScheme,
     SendMessageRequest,
     StringList,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
 from a2a.utils.errors import InvalidParamsError
 from cryptography.fernet import Fernet
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
-from sqlalchemy import Table
+from sqlalchemy import Table, and_, or_
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -90,6 +92,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters.a2a.follow import FOLLOW_KEY, Ledger
 from adapters.a2a.proxy import (
     HOLD_KEY,
     SCOPE_KEY,
@@ -103,11 +106,13 @@ from adapters.a2a.proxy import (
     hold_task,
     message_args,
     message_meta,
+    subscribable,
     to_a2a_error,
 )
-from adapters.a2a.relay import relay_message, relayable
+from adapters.a2a.relay import WHILE_RELAYED, refuse_relayed, relay_message, relayable
 from adapters.mcp.guard import McpRequestGuard, send_error
 from gateway import __version__
+from gateway.a2a_hooks import OWNER_KEY, WEBHOOK_PATH, DownstreamWebhooks, HookStore
 from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.card_signing import CardSignatureError, verify_card
 from gateway.enforce import Governor
@@ -350,6 +355,9 @@ _task_models: dict[str, type] = {}
 
 def _owner(agent: str) -> Callable[[ServerCallContext], str]:
     def owner(context: ServerCallContext) -> str:
+        fixed = context.state.get(OWNER_KEY)  # a downstream webhook's request, for the task's owner
+        if isinstance(fixed, str):
+            return fixed
         principal = _principal(context)
         return f"{agent}/{principal.client_id if principal else '-anonymous-'}"
 
@@ -368,7 +376,15 @@ class CoalescingTaskStore(DatabaseTaskStore):
     The store-light relay (`adapters/a2a/relay.py`) `stage`s even a new task's states (nobody can
     know its id before it is answered) and `finish`es with one write: a blocking message that ends
     within `flush_after_s` costs one write. A task canceled (by CancelTask, here) while relayed
-    stays canceled: `finish` then writes nothing and returns the canceled task."""
+    stays canceled: its staged state is dropped, later `stage`s are ignored, the relay is told to
+    stop (`begin`'s hook), and `finish` writes nothing and returns the canceled task.
+
+    A stored final state (completed, failed, canceled, rejected) is never overwritten, whoever
+    wrote it (another replica's CancelTask, here): the upsert's conflict clause skips such a row.
+    A `save` that loses raises the SDK's `ConcurrentTaskModificationError` (its request handler
+    then re-reads the task: CancelTask answers with the stored state, a running task ends with
+    it); a relay's `finish` that loses returns the stored task; a progress flush that loses stops
+    the relay, if any."""
 
     WORKING_STATES: Final = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
     MAX_KNOWN: Final = 100_000
@@ -383,32 +399,52 @@ class CoalescingTaskStore(DatabaseTaskStore):
         self._pending: dict[tuple[str, str], tuple[Task, ServerCallContext]] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._flushes: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._relayed: dict[tuple[str, str], Task | None] = {}
-        """Tasks in the store-light relay: None, or the state CancelTask wrote meanwhile."""
+        self._relayed: dict[tuple[str, str], _Relayed] = {}
+        """Tasks in the store-light relay of this process."""
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         key = (self.owner_resolver(context), task.id)
         if task.status.state in self.WORKING_STATES and key in self._known:
             self._hold(key, task, context)
             return
-        if key in self._relayed and task.status.state in TERMINAL_TASK_STATES:
-            copy = Task()
-            copy.CopyFrom(task)
-            self._relayed[key] = copy
-        await self._write(key, task, context)
+        if not await self._write(key, task, context):
+            raise ConcurrentTaskModificationError(f"task {task.id} has already ended")
+        relayed = self._relayed.get(key)
+        if relayed is not None and relayed.settled is None and task.status.state in TERMINAL_TASK_STATES:
+            relayed.settled = Task()  # CancelTask while relayed: it stays canceled
+            relayed.settled.CopyFrom(task)
+            self._drop_pending(key)  # what the relay staged while this was written
+            relayed.stop()
+
+    def begin(self, task_id: str, context: ServerCallContext, stop: Callable[[], None]) -> None:
+        self._relayed[(self.owner_resolver(context), task_id)] = _Relayed(stop)
+
+    def relaying(self, task_id: str, context: ServerCallContext) -> bool:
+        relayed = self._relayed.get((self.owner_resolver(context), task_id))
+        return relayed is not None and relayed.settled is None
 
     def stage(self, task: Task, context: ServerCallContext) -> None:
         key = (self.owner_resolver(context), task.id)
-        self._relayed.setdefault(key, None)
-        self._hold(key, task, context)
+        relayed = self._relayed.setdefault(key, _Relayed())
+        if relayed.settled is None:  # a canceled task stays canceled
+            self._hold(key, task, context)
 
     async def finish(self, task: Task, context: ServerCallContext) -> Task:
         key = (self.owner_resolver(context), task.id)
-        settled = self._relayed.pop(key, None)
-        if settled is not None:
-            return settled
-        await self._write(key, task, context)
-        return task
+        relayed = self._relayed.pop(key, None)
+        if relayed is not None and relayed.settled is not None:
+            self._drop_pending(key)
+            return relayed.settled
+        if await self._write(key, task, context):
+            return task
+        async with one_at_a_time(self.engine):  # it ended meanwhile (another replica's CancelTask)
+            stored = await DatabaseTaskStore.get(self, task.id, context)
+        return stored or task
+
+    def leave(self, task_id: str, context: ServerCallContext) -> None:
+        """The relay stops without an end (its request was cancelled): the task stays as last
+        staged (with its downstream ids), written by the coalescing flush (or `flush_all`)."""
+        self._relayed.pop((self.owner_resolver(context), task_id), None)
 
     def _hold(self, key: tuple[str, str], task: Task, context: ServerCallContext) -> None:
         copy = Task()
@@ -418,38 +454,50 @@ class CoalescingTaskStore(DatabaseTaskStore):
             loop = asyncio.get_running_loop()
             self._timers[key] = loop.call_later(self._flush_after_s, self._schedule_flush, key)
 
-    async def _write(self, key: tuple[str, str], task: Task, context: ServerCallContext) -> None:
+    async def _write(self, key: tuple[str, str], task: Task, context: ServerCallContext) -> bool:
+        """Write `task` now; False when the stored task had already ended (left as it is)."""
         self._drop_pending(key)
         flushing = self._flushes.get(key)
         if flushing is not None:  # an older state on its way: ours must land after it
             with suppress(Exception):
                 await flushing
-        await self._upsert(task, context)
+        written = await self._upsert(task, context)
         self._known[key] = None
         if len(self._known) > self.MAX_KNOWN:
             del self._known[next(iter(self._known))]
+        return written
 
-    async def _upsert(self, task: Task, context: ServerCallContext) -> None:
+    async def _upsert(self, task: Task, context: ServerCallContext) -> bool:
         """One `INSERT .. ON CONFLICT DO UPDATE` (SQLite, PostgreSQL) where the SDK's ORM `merge`
         reads the row first (a third of the CPU of a save); the update applies only to the same
-        owner's row. Other databases: the SDK's save."""
+        owner's row, and only while its stored state is not final (the status is a JSON column:
+        `json_extract(status, '$."state"')` on SQLite, `status ->> 'state'` on PostgreSQL; a
+        missing state is the proto default, unspecified). False when nothing was written. Other
+        databases: the SDK's save (no such guard)."""
         dialect = self.engine.dialect.name
         if dialect not in ("sqlite", "postgresql"):
             async with one_at_a_time(self.engine):
                 await DatabaseTaskStore.save(self, task, context)
-            return
+            return True
         await self._ensure_initialized()
         owner = self.owner_resolver(context)
         row = self._to_orm(task, owner)
         table = cast(Table, sa_inspect(self.task_model).local_table)
         values = {prop.columns[0].name: getattr(row, prop.key) for prop in _columns(self.task_model)}
         insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-        statement = insert(table).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.id], set_=values, where=table.c.owner == owner
+        stored = table.c.status["state"].as_string()
+        upsert = (
+            insert(table)
+            .values(values)
+            .on_conflict_do_update(
+                index_elements=[table.c.id],
+                set_=values,
+                where=and_(table.c.owner == owner, or_(stored.is_(None), stored.not_in(_ENDED_NAMES))),
+            )
+            .returning(table.c.id)
         )
         async with one_at_a_time(self.engine), self.engine.begin() as conn:
-            await conn.execute(statement)
+            return (await conn.execute(upsert)).first() is not None
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         pending = self._pending.get((self.owner_resolver(context), task_id))
@@ -487,10 +535,15 @@ class CoalescingTaskStore(DatabaseTaskStore):
         pending = self._pending.pop(key, None)
         if pending is not None:
             try:
-                await self._upsert(*pending)
+                written = await self._upsert(*pending)
                 self._known[key] = None
             except Exception as exc:  # noqa: BLE001 - progress only; the final state is written at once
                 log.warning("a2a_task_progress_not_saved", error=type(exc).__name__)
+                return
+            relayed = self._relayed.get(key)
+            if not written and relayed is not None and relayed.settled is None:
+                log.info("a2a_relay_task_ended_elsewhere", task_id=key[1])
+                relayed.stop()  # its `finish` returns the stored end
 
     async def flush_all(self) -> None:
         """Write every pending state (shutdown)."""
@@ -501,6 +554,17 @@ class CoalescingTaskStore(DatabaseTaskStore):
             with suppress(Exception):
                 await flush
 
+
+@dataclass
+class _Relayed:
+    """A task in the store-light relay: how to stop its relay, and the end CancelTask wrote."""
+
+    stop: Callable[[], None] = lambda: None
+    settled: Task | None = None
+
+
+_ENDED_NAMES: Final = tuple(TaskState.Name(state) for state in TERMINAL_TASK_STATES)
+"""The final states as stored (the status column holds the proto's JSON: enum names)."""
 
 PROGRESS_FLUSH_S: Final = 0.5
 
@@ -569,16 +633,48 @@ class FaceHandler(GovernedHandler):
     executor's `cancel` only on the replica running the task; on another one it just records
     CANCELED in the shared store, which would leave the downstream task running."""
 
-    def __init__(self, *args: Any, agent: RemoteAgent, store: DatabaseTaskStore, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        agent: RemoteAgent,
+        store: DatabaseTaskStore,
+        webhooks: DownstreamWebhooks | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._agent = agent
         self._store = store
+        self._webhooks = webhooks
+
+    async def on_get_task(self, params: Any, context: ServerCallContext) -> Any:
+        async def run() -> Any:
+            if self._webhooks is not None:  # an unfinished task nobody relays here: re-read it
+                found = await self._store.get(params.id, context)
+                await self._webhooks.refresh(self._agent.name, self._agent.name, found, context)
+            return await DefaultRequestHandler.on_get_task(self, params, context)
+
+        return await self._governed(context, "GetTask", params.id, run)
+
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
+        async def run() -> Any:
+            created = await DefaultRequestHandler.on_create_task_push_notification_config(
+                self, params, context
+            )
+            if self._webhooks is not None:
+                found = await self._store.get(params.task_id, context)
+                await self._webhooks.on_config_created(self._agent.name, self._agent.name, found, context)
+            return created
+
+        return await self._governed(context, "CreateTaskPushNotificationConfig", params.task_id, run)
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
         async def run() -> Any:
             found = await self._store.get(params.id, context)  # owner-scoped: others' tasks are not found
+            # CANCELED is recorded first (a relay here stops at once, a late downstream event cannot
+            # end the task otherwise meanwhile), then the agent is told.
+            canceled = await DefaultRequestHandler.on_cancel_task(self, params, context)
             await cancel_downstream(self._agent, found, context)
-            return await DefaultRequestHandler.on_cancel_task(self, params, context)
+            return canceled
 
         return await self._governed(context, "CancelTask", params.id, run)
 
@@ -638,6 +734,7 @@ class A2AFace:
         self.webhooks = WebhookDispatcher(
             workers=self._push.workers,
             max_queued=self._push.max_queued,
+            max_per_task=self._push.max_queued_per_task,
             timeout_s=self._push.timeout_s,
             attempts=self._push.attempts,
         )
@@ -655,12 +752,22 @@ class A2AFace:
         self._stores: list[CoalescingTaskStore] = []
         self._handlers: list[DefaultRequestHandler] = []
         self._refresher: asyncio.Task[None] | None = None
+        self.ledger = Ledger()
+        """What relay streams relayed of tasks also followed by webhook (adapters/a2a/follow.py)."""
+        self.downstream_webhooks: DownstreamWebhooks | None = None
+        """Interlink's webhooks at downstream agents (gateway/a2a_hooks.py), once started."""
         self.published: dict[str, PublishedAgent] = {}
         """Agents Interlink serves itself from MCP tools (gateway/a2a_publish.py), set by the app."""
 
     async def start(self, engine: AsyncEngine) -> None:
         key = push_key(self._push_key_file) if self.agents else b""
         self.webhooks.start()
+        hooks_store = HookStore(engine)
+        if self.agents:
+            await hooks_store.initialize()
+        downstream = self.downstream_webhooks = DownstreamWebhooks(
+            hooks_store, self.agents, self._governors, self._public_url, self._max_body_bytes, self.ledger
+        )
         for name, agent in self.agents.items():
             await agent.load_card()
             store = task_store(engine, name)
@@ -672,18 +779,22 @@ class A2AFace:
             http = webhook_client(allow_private=allow_private)
             self._webhooks.append(http)
             handler = FaceHandler(
-                ProxyExecutor(agent),
+                ProxyExecutor(agent, hooks=downstream.hooks(name), ledger=self.ledger),
                 store,
                 self.card_for_callers(name),
                 push_config_store=configs,
-                push_sender=QueuedSender(self.webhooks, http, configs, allow_private=allow_private),
+                push_sender=(
+                    sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)
+                ),
                 push_url_validator=webhook_rule(allow_private),
                 governor=self._governors[name],
                 skill_of=agent.skill_of,
                 relay_store=store,
                 agent=agent,
                 store=store,
+                webhooks=downstream,
             )
+            downstream.endpoint(name, handler, _owner(name), configs, sender)
             self._handlers.append(handler)
             self._routers[name] = self._endpoint(name, handler)
         for name, published in self.published.items():
@@ -706,13 +817,16 @@ class A2AFace:
                 store,
                 card,
                 push_config_store=configs,
-                push_sender=QueuedSender(self.webhooks, http, configs, allow_private=allow_private),
+                push_sender=(
+                    sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)
+                ),
                 push_url_validator=webhook_rule(allow_private),
                 face=self,
                 store=store,
                 extended_agent_card=card,
                 extended_card_modifier=self._card_for_caller,
             )
+            downstream.endpoint(ROUTER, router, _owner(ROUTER), configs, sender)
             builder = _ContextBuilder()
             router_routes = [
                 *create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=builder),
@@ -898,6 +1012,10 @@ class A2AFace:
             body = MessageToDict(card)
             await JSONResponse(body, headers={"cache-control": "max-age=60"})(scope, receive, send)
             return
+        if agent is not None and rest.startswith(WEBHOOK_PATH) and self.downstream_webhooks is not None:
+            # a downstream agent's push notification: authenticated by its per-task token, not OAuth
+            await self.downstream_webhooks.receive(name, rest[len(WEBHOOK_PATH) :], scope, receive, send)
+            return
         if rest and rest != "rest" and not rest.startswith("rest/"):
             await send_error(send, "unknown_agent", f"no A2A endpoint at /a2a/{name}/{rest}")
             return
@@ -956,8 +1074,18 @@ class RoutingExecutor(AgentExecutor):
     def __init__(self, face: A2AFace) -> None:
         self._face = face
 
+    def _proxy(self, name: str) -> ProxyExecutor:
+        webhooks = self._face.downstream_webhooks
+        hooks = webhooks.hooks(ROUTER) if webhooks is not None else None
+        return ProxyExecutor(self._face.agents[name], hooks=hooks, ledger=self._face.ledger)
+
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         call = context.call_context
+        if call is not None and FOLLOW_KEY in call.state:  # a downstream webhook's events, or a re-read
+            name = _routed_agent(context.current_task)
+            if name in self._face.agents:
+                await self._proxy(name).execute(context, event_queue)
+            return
         route: list[str] = list(call.state.get(ROUTE_KEY, [])) if call is not None else []
         scope = call.state.get(SCOPE_KEY, {}) if call is not None else {}
         skill = _skill_name(context.message) if context.message is not None else "*"
@@ -967,7 +1095,6 @@ class RoutingExecutor(AgentExecutor):
             return
         last = "no available agent offers this skill"
         for attempt, name in enumerate(route):
-            agent = self._face.agents[name]
             if attempt > 0:  # a fallback: its own decision and record
                 governor = self._face.governors[name]
                 try:
@@ -982,7 +1109,7 @@ class RoutingExecutor(AgentExecutor):
                 except GatewayError:
                     continue
             try:
-                await ProxyExecutor(agent).attempt(context, _Tagging(event_queue, name))  # type: ignore[arg-type]
+                await self._proxy(name).attempt(context, _Tagging(event_queue, name))  # type: ignore[arg-type]
                 return
             except DownstreamFailed as exc:
                 last = exc.message
@@ -995,6 +1122,17 @@ class RoutingExecutor(AgentExecutor):
         name = _routed_agent(context.current_task)
         if name in self._face.agents:
             await ProxyExecutor(self._face.agents[name]).cancel(context, event_queue)
+
+
+async def _unless_relayed(
+    store: CoalescingTaskStore,
+    method: str,
+    task_id: str,
+    context: ServerCallContext,
+    run: Callable[[], Awaitable[T]],
+) -> T:
+    refuse_relayed(store, method, task_id, context)
+    return await run()
 
 
 def _skill_name(message: Message) -> str:
@@ -1045,6 +1183,8 @@ class RouterHandler(DefaultRequestHandler):
         meta: Mapping[str, Any] | None = None,
     ) -> T:
         scope = context.state.get(SCOPE_KEY) or {}
+        if method in WHILE_RELAYED and target is not None and method != "SendMessage":
+            run = partial(_unless_relayed, self._store, method, target, context, run)
         try:
             return await self._face.governors[name].around(scope, method, target, None, run, meta)
         except GatewayError as exc:
@@ -1057,6 +1197,7 @@ class RouterHandler(DefaultRequestHandler):
         governor = self._face.governors[route[0]]
 
         async def run() -> Any:
+            refuse_relayed(self._store, "SendMessage", params.message.task_id, context)
             await decide(governor, scope, skill, params.message, context)
             if relayable(params):
                 return await relay_message(self.agent_executor, params, context, self._store)
@@ -1073,25 +1214,26 @@ class RouterHandler(DefaultRequestHandler):
         context.state[ROUTE_KEY] = route
         scope = context.state.get(SCOPE_KEY) or {}
         governor = self._face.governors[route[0]]
+
+        async def decide_stream() -> None:
+            refuse_relayed(self._store, "SendMessage", params.message.task_id, context)
+            await decide(governor, scope, skill, params.message, context)
+
         await self._governed(
-            context,
-            route[0],
-            "SendStreamingMessage",
-            skill,
-            partial(decide, governor, scope, skill, params.message, context),
-            message_meta(params.message),
+            context, route[0], "SendStreamingMessage", skill, decide_stream, message_meta(params.message)
         )
         async for event in DefaultRequestHandler.on_message_send_stream(self, params, context):
             yield event
 
     async def on_get_task(self, params: Any, context: ServerCallContext) -> Any:
-        return await self._governed(
-            context,
-            ROUTER,
-            "GetTask",
-            params.id,
-            partial(DefaultRequestHandler.on_get_task, self, params, context),
-        )
+        async def run() -> Any:
+            webhooks = self._face.downstream_webhooks
+            if webhooks is not None:  # an unfinished task nobody relays here: re-read it
+                found = await self._store.get(params.id, context)
+                await webhooks.refresh(ROUTER, _routed_agent(found), found, context)
+            return await DefaultRequestHandler.on_get_task(self, params, context)
+
+        return await self._governed(context, ROUTER, "GetTask", params.id, run)
 
     async def on_list_tasks(self, params: Any, context: ServerCallContext) -> Any:
         return await self._governed(
@@ -1102,26 +1244,40 @@ class RouterHandler(DefaultRequestHandler):
             partial(DefaultRequestHandler.on_list_tasks, self, params, context),
         )
 
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any, None]:
+        check = partial(subscribable, self, params, context)
+        await self._governed(context, ROUTER, "SubscribeToTask", params.id, check)
+        async for event in DefaultRequestHandler.on_subscribe_to_task(self, params, context):
+            yield event
+
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Any:
         async def run() -> Any:
             found = await self._store.get(params.id, context)
+            # CANCELED is recorded first (a relay here stops at once), then the agent is told.
+            canceled = await DefaultRequestHandler.on_cancel_task(self, params, context)
             agent = self._face.agents.get(_routed_agent(found))
             if agent is not None:
                 await cancel_downstream(agent, found, context)
-            return await DefaultRequestHandler.on_cancel_task(self, params, context)
+            return canceled
 
         return await self._governed(context, ROUTER, "CancelTask", params.id, run)
 
     # Push-notification configs: owner-scoped by the store; every call is recorded.
 
     async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
-        return await self._governed(
-            context,
-            ROUTER,
-            "CreateTaskPushNotificationConfig",
-            params.task_id,
-            partial(DefaultRequestHandler.on_create_task_push_notification_config, self, params, context),
-        )
+        async def run() -> Any:
+            created = await DefaultRequestHandler.on_create_task_push_notification_config(
+                self, params, context
+            )
+            webhooks = self._face.downstream_webhooks
+            if webhooks is not None:
+                found = await self._store.get(params.task_id, context)
+                await webhooks.on_config_created(ROUTER, _routed_agent(found), found, context)
+            return created
+
+        return await self._governed(context, ROUTER, "CreateTaskPushNotificationConfig", params.task_id, run)
 
     async def on_get_task_push_notification_config(self, params: Any, context: ServerCallContext) -> Any:
         return await self._governed(

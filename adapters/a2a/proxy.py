@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
 import structlog
@@ -28,8 +29,11 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import EXCEPTION_MAP
 from a2a.types import (
     CancelTaskRequest,
+    GetTaskRequest,
     Message,
     SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
     Task,
     TaskArtifactUpdateEvent,
     TaskState,
@@ -43,11 +47,14 @@ from a2a.utils.errors import (
     A2AError,
     ErrorMapping,
     InvalidParamsError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
 )
 from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 
-from adapters.a2a.relay import RelayStore, relay_message, relayable
+from adapters.a2a.follow import ENDED, FOLLOW_KEY, Follow, FollowPlan, Hooks, Ledger, apply, updates
+from adapters.a2a.relay import RelayStore, refuse_relayed, relay_message, relayable
 from adapters.governance import CallGovernor
 from gateway.errors import GatewayError
 
@@ -161,16 +168,32 @@ class _Progress:
     downstream_id: str = ""
     settled: bool = False
     """A message reply came, or the task's last state is terminal or interrupted."""
+    answered: bool = False
+    """The agent has sent something in this exchange."""
+    hooked: bool = False
+    """Interlink's webhook is registered at the agent for this task: it follows the task when the
+    stream ends early (or never was one), so an unfinished exchange is not a failure."""
 
 
 class ProxyExecutor(AgentExecutor):
-    """Relays each task to the downstream agent and re-stamps its events with the gateway's ids."""
+    """Relays each task to the downstream agent and re-stamps its events with the gateway's ids.
+    With `hooks`, a task whose caller has a webhook is also followed through Interlink's own webhook
+    at the agent (`adapters/a2a/follow.py`); a request carrying a `Follow` applies its events."""
 
-    def __init__(self, downstream: Downstream) -> None:
+    def __init__(
+        self, downstream: Downstream, *, hooks: Hooks | None = None, ledger: Ledger | None = None
+    ) -> None:
         self._down = downstream
+        self._hooks = hooks
+        self._ledger = ledger or Ledger()
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        hold = context.call_context.state.get(HOLD_KEY) if context.call_context is not None else None
+        state = context.call_context.state if context.call_context is not None else {}
+        follow = state.get(FOLLOW_KEY)
+        if isinstance(follow, Follow):
+            await self.follow(context, event_queue, follow)
+            return
+        hold = state.get(HOLD_KEY)
         if hold:
             await hold_task(event_queue, context, str(hold))
             return
@@ -182,7 +205,7 @@ class ProxyExecutor(AgentExecutor):
     async def attempt(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Relay the message; raise DownstreamFailed (with `before_response` telling whether the
         agent had answered anything yet) instead of ending the task, so a router may try another."""
-        task_id, context_id = context.task_id or "", context.context_id or ""
+        task_id = context.task_id or ""
         mapped = _mapping(context.current_task)
         message = Message()
         message.CopyFrom(context.message)
@@ -191,28 +214,32 @@ class ProxyExecutor(AgentExecutor):
         request = SendMessageRequest(message=message)
         if context.configuration is not None:
             request.configuration.accepted_output_modes.extend(context.configuration.accepted_output_modes)
-        name, answered = self._down.name, False
-        progress = _Progress(downstream_id=mapped.get("task_id", ""))
+        name = self._down.name
+        plan = await self._hooks.plan(name, task_id, context) if self._hooks is not None else FollowPlan()
+        if plan.detach:
+            request.configuration.return_immediately = True
+        progress = _Progress(downstream_id=mapped.get("task_id", ""), hooked=plan.hooked)
         call: ClientCallContext | None = None
         try:
             call = await self._down.call_context(context)
-            async with asyncio.timeout(self._down.timeout_s) as deadline:
-                async for event in self._down.client().send_message(request, context=call):
-                    answered = True  # timeout_s bounds a silence, not a whole stream:
-                    deadline.reschedule(asyncio.get_running_loop().time() + self._down.timeout_s)
-                    if await self._relay(event, context, event_queue, task_id, context_id, progress):
-                        break
+            with self._ledger.relaying(task_id):
+                await self._stream(request, context, event_queue, plan, progress, call)
             self._down.record(True)
-        except (TimeoutError, A2AClientTimeoutError):
+        except (
+            TimeoutError,
+            A2AClientError,
+        ) as exc:  # silence, or transport trouble (refused, 5xx, bad body)
             self._down.record(False)
+            answered = progress.answered
+            if progress.hooked and answered:  # our webhook at the agent follows the task from here
+                log.info("a2a_following_by_webhook", agent=name, task_id=task_id, after=type(exc).__name__)
+                return
             await self._abandon(progress, call)
-            raise DownstreamFailed(
-                f"agent {name!r} did not answer within {self._down.timeout_s:g}s",
-                before_response=not answered,
-            ) from None
-        except A2AClientError as exc:  # transport trouble (refused connection, HTTP 5xx, bad body)
-            self._down.record(False)
-            await self._abandon(progress, call)
+            if isinstance(exc, TimeoutError | A2AClientTimeoutError):
+                raise DownstreamFailed(
+                    f"agent {name!r} did not answer within {self._down.timeout_s:g}s",
+                    before_response=not answered,
+                ) from None
             log.warning("a2a_downstream_failed", agent=name, error=type(exc).__name__)
             raise DownstreamFailed(
                 f"agent {name!r} is unavailable ({type(exc).__name__})", before_response=not answered
@@ -226,13 +253,76 @@ class ProxyExecutor(AgentExecutor):
             self._down.record(False)
             log.warning("a2a_downstream_failed", agent=name, error=type(exc).__name__)
             raise DownstreamFailed(
-                f"agent {name!r} is unavailable ({type(exc).__name__})", before_response=not answered
+                f"agent {name!r} is unavailable ({type(exc).__name__})", before_response=not progress.answered
             ) from None
+        if not progress.settled and progress.hooked:  # our webhook at the agent follows it from here
+            if plan.detach and call is not None:
+                await self._catch_up(context, event_queue, progress.downstream_id, call)
+            return
         if not progress.settled:  # a stream that ends on a WORKING task would leave ours WORKING forever
             await self._abandon(progress, call)
             raise DownstreamFailed(
-                f"agent {name!r} stopped answering before the task finished", before_response=not answered
+                f"agent {name!r} stopped answering before the task finished",
+                before_response=not progress.answered,
             )
+
+    async def _stream(
+        self,
+        request: SendMessageRequest,
+        context: RequestContext,
+        queue: EventQueue,
+        plan: FollowPlan,
+        progress: _Progress,
+        call: ClientCallContext,
+    ) -> None:
+        """Relay the agent's answer; once its task id is known, register our webhook if planned."""
+        task_id, context_id = context.task_id or "", context.context_id or ""
+        async with asyncio.timeout(self._down.timeout_s) as deadline:
+            async for event in self._down.client().send_message(request, context=call):
+                progress.answered = True  # timeout_s bounds a silence, not a whole stream:
+                deadline.reschedule(asyncio.get_running_loop().time() + self._down.timeout_s)
+                if await self._relay(event, context, queue, task_id, context_id, progress):
+                    return
+                if plan.wanted and not progress.hooked and progress.downstream_id and self._hooks is not None:
+                    progress.hooked = await self._hooks.register(
+                        self._down.name, task_id, progress.downstream_id, context.call_context
+                    )
+
+    async def _catch_up(
+        self, context: RequestContext, queue: EventQueue, downstream_id: str, call: ClientCallContext
+    ) -> None:
+        """Read the downstream task once after registering our webhook, for what it did before the
+        webhook was there (best effort: the webhook brings the rest)."""
+        try:
+            async with asyncio.timeout(min(self._down.timeout_s, 5.0)):
+                snapshot = await self._down.client().get_task(GetTaskRequest(id=downstream_id), context=call)
+        except Exception as exc:  # noqa: BLE001 - the webhook follows the task regardless
+            log.info("a2a_catch_up_failed", agent=self._down.name, error=type(exc).__name__)
+            return
+        if context.current_task is not None:
+            await self._apply(context.current_task, [StreamResponse(task=snapshot)], queue)
+
+    async def follow(self, context: RequestContext, queue: EventQueue, follow: Follow) -> None:
+        """Apply a webhook's (or a re-read's) downstream events to the caller's task as it is
+        stored now; the SDK saves each update and hands it to the caller's webhooks."""
+        try:
+            if context.current_task is not None:
+                follow.applied = await self._apply(context.current_task, follow.events, queue)
+        finally:
+            follow.done.set()
+
+    async def _apply(self, current: Task, events: list[StreamResponse], queue: EventQueue) -> int:
+        view = Task()
+        view.CopyFrom(current)
+        applied = 0
+        for event in events:
+            for update in updates(view, event, self._ledger):
+                apply(view, update)
+                await queue.enqueue_event(update)
+                applied += 1
+        if view.status.state in ENDED:
+            self._ledger.forget(view.id)
+        return applied
 
     async def _abandon(self, progress: _Progress, call: ClientCallContext | None) -> None:
         """Best effort: cancel the downstream task the caller's task stops following (it fails)."""
@@ -297,12 +387,23 @@ class ProxyExecutor(AgentExecutor):
                 await queue.enqueue_event(status)
             return False
         inner = getattr(event, kind)  # status_update | artifact_update
+        self._note(task_id, inner, progress)
         inner.task_id, inner.context_id = task_id, context_id
         if kind == "status_update":
             _stamp_status(inner.status, task_id, context_id)
             progress.settled = inner.status.state in _SETTLED
         await queue.enqueue_event(inner)
         return False
+
+    def _note(self, task_id: str, update: Any, progress: _Progress) -> None:
+        """Remember an update of a task also followed by webhook, so its webhook twin is dropped
+        (adapters/a2a/follow.py); once the task ends, a late twin finds it ended: forget it."""
+        if not progress.hooked:
+            return
+        if isinstance(update, TaskStatusUpdateEvent) and update.status.state in ENDED:
+            self._ledger.forget(task_id)
+        else:
+            self._ledger.record(task_id, update)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         mapped = _mapping(context.current_task)
@@ -389,16 +490,34 @@ async def decide(
         )
 
 
+async def subscribable(
+    handler: DefaultRequestHandler, params: SubscribeToTaskRequest, context: ServerCallContext
+) -> None:
+    """The SDK's checks before SubscribeToTask streams (owner-scoped: another caller's task is not
+    found; an ended task has nothing more to stream), made up front so the audit record has them."""
+    stored = await handler._versioned_store.get(params.id, context)
+    if stored is None:
+        raise TaskNotFoundError
+    if stored.task.status.state in ENDED:
+        state = TaskState.Name(stored.task.status.state)
+        raise UnsupportedOperationError(message=f"Task {params.id} is in terminal state: {state}")
+
+
 async def hold_task(queue: EventQueue, context: RequestContext, text: str) -> None:
     """Answer a held call: the caller's task waits in AUTH_REQUIRED with the approval to retry with."""
     await _settle(queue, context, text, held=True)
+
+
+_TASK_CALLS_WHILE_RELAYED: Final = frozenset({"SubscribeToTask", "CreateTaskPushNotificationConfig"})
+"""Calls naming a task (by id) that its relay refuses while it runs (`relay.WHILE_RELAYED`)."""
 
 
 class GovernedHandler(DefaultRequestHandler):
     """The SDK's request handler with every call put through the governor first: policy for
     `SendMessage` (resource `a2a:<agent>/<skill>`), and one audit record per call. With a
     `relay_store`, a blocking message that starts a new task takes the store-light relay
-    (`adapters/a2a/relay.py`)."""
+    (`adapters/a2a/relay.py`); while it runs, a follow-up message, SubscribeToTask and a new push
+    config for that task are refused (recorded), as nothing could serve them."""
 
     def __init__(
         self,
@@ -434,16 +553,28 @@ class GovernedHandler(DefaultRequestHandler):
         meta: Mapping[str, Any] | None = None,
     ) -> T:
         scope = context.state.get(SCOPE_KEY) or {}
+        if method in _TASK_CALLS_WHILE_RELAYED and self._relay_store is not None:
+            run = self._unless_relayed(method, name or "", context, run)
         try:
             return await self._governor.around(scope, method, name, None, run, meta)
         except GatewayError as exc:
             raise to_a2a_error(exc) from None
+
+    def _unless_relayed(
+        self, method: str, task_id: str, context: ServerCallContext, run: Callable[[], Awaitable[T]]
+    ) -> Callable[[], Awaitable[T]]:
+        async def checked() -> T:
+            refuse_relayed(self._relay_store, method, task_id, context)
+            return await run()
+
+        return checked
 
     async def on_message_send(self, params: SendMessageRequest, context: ServerCallContext) -> Any:
         skill = self._skill_of(params.message)
         scope = context.state.get(SCOPE_KEY) or {}
 
         async def run() -> Any:
+            refuse_relayed(self._relay_store, "SendMessage", params.message.task_id, context)
             bridge = await self._admit(skill, params.message, context)
             await decide(self._governor, scope, skill, params.message, context, bridge)
             return await self.send(params, context)
@@ -457,6 +588,7 @@ class GovernedHandler(DefaultRequestHandler):
         scope = context.state.get(SCOPE_KEY) or {}
 
         async def decide_stream() -> None:
+            refuse_relayed(self._relay_store, "SendMessage", params.message.task_id, context)
             bridge = await self._admit(skill, params.message, context)
             await decide(self._governor, scope, skill, params.message, context, bridge)
 
@@ -485,6 +617,16 @@ class GovernedHandler(DefaultRequestHandler):
         return await self._governed(
             context, "ListTasks", None, lambda: super(GovernedHandler, self).on_list_tasks(params, context)
         )
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Any, None]:
+        # Recorded when the stream opens (as SendStreamingMessage), with the SDK's refusals.
+        await self._governed(
+            context, "SubscribeToTask", params.id, partial(subscribable, self, params, context)
+        )
+        async for event in super().on_subscribe_to_task(params, context):
+            yield event
 
     # Push-notification configs: owner-scoped by the store; creation and deletion are recorded.
 
