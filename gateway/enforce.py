@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, TypeVar
 import structlog
 from a2a.types import Task as A2ATask
 from a2a.types import TaskState as A2AState
+from a2a.utils.errors import A2A_ERROR_REASONS, JSON_RPC_ERROR_CODE_MAP, A2AError
 from mcp.shared.exceptions import MCPError
 
 from adapters.governance import Failed
@@ -431,21 +432,10 @@ def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
     """The outcome of a request, and the refusal reason when the gateway refused it."""
     if isinstance(result, _WriteAhead):
         return Outcome(status="pending"), None
-    if isinstance(result, asyncio.CancelledError):
-        return Outcome(status="error", reason="cancelled"), None
     if isinstance(result, Failed):
         return Outcome(status="error", reason=result.reason), None
-    if isinstance(result, GatewayError):
-        code = REASON_CODES.get(result.reason, REASON_CODES["internal_error"])[0]
-        if result.reason in DENYING_REASONS:
-            return Outcome(status="denied", reason=result.reason, code=code), result.reason
-        return Outcome(status="error", reason=result.reason, code=code), None
-    if isinstance(result, MCPError):
-        data = result.data if isinstance(result.data, Mapping) else {}
-        reason = data.get("reason") if isinstance(data.get("reason"), str) else "upstream_error"
-        return Outcome(status="error", reason=reason, code=result.code), None
     if isinstance(result, BaseException):
-        return Outcome(status="error", reason="internal_error", code=-32603), None
+        return _failure(result)
     if (
         method == "SendMessage"
         and isinstance(result, A2ATask)
@@ -466,6 +456,25 @@ def _outcome(result: Any, method: str = "") -> tuple[Outcome, str | None]:
             return Outcome(status="tool_error", reason=reason, code=http if type(http) is int else None), None
         return Outcome(status="tool_error"), None
     return Outcome(status="ok"), None
+
+
+def _failure(exc: BaseException) -> tuple[Outcome, str | None]:
+    """The outcome of a request that raised, and the refusal reason when the gateway refused it."""
+    if isinstance(exc, asyncio.CancelledError):
+        return Outcome(status="error", reason="cancelled"), None
+    if isinstance(exc, GatewayError):
+        code = REASON_CODES.get(exc.reason, REASON_CODES["internal_error"])[0]
+        if exc.reason in DENYING_REASONS:
+            return Outcome(status="denied", reason=exc.reason, code=code), exc.reason
+        return Outcome(status="error", reason=exc.reason, code=code), None
+    if isinstance(exc, MCPError):
+        data = exc.data if isinstance(exc.data, Mapping) else {}
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else "upstream_error"
+        return Outcome(status="error", reason=reason, code=exc.code), None
+    if isinstance(exc, A2AError):  # the SDK's own answers (TaskNotFound, TaskNotCancelable...)
+        reason = A2A_ERROR_REASONS.get(type(exc), "internal_error").lower()
+        return Outcome(status="error", reason=reason, code=JSON_RPC_ERROR_CODE_MAP.get(type(exc))), None
+    return Outcome(status="error", reason="internal_error", code=-32603), None
 
 
 def _actor(scope: Mapping[str, Any]) -> Actor:

@@ -272,11 +272,11 @@ async def test_subscribe_is_governed_and_audited(tmp_path: Path, path: str) -> N
         async with AuditStore.open(door.audit_url) as store:
             records = [r.record() async for r in store.records("main")]
         subscribed = [
-            (r["actor"]["agent"], r["outcome"]["status"])
+            (r["actor"]["agent"], r["outcome"]["status"], r["outcome"]["reason"], r["outcome"]["code"])
             for r in records
             if r["event"] == "a2a.SubscribeToTask"
         ]
-        assert subscribed == [("other", "error"), ("caller", "ok")]
+        assert subscribed == [("other", "error", "task_not_found", -32001), ("caller", "ok", None, None)]
 
 
 class ImpatientServer(uvicorn.Server):
