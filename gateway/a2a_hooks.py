@@ -55,7 +55,13 @@ from starlette.types import Receive, Scope, Send
 from adapters.a2a.follow import ENDED, FOLLOW_KEY, Follow, FollowPlan, Ledger, apply, updates
 from adapters.a2a.proxy import _mapping
 from gateway.enforce import Governor
-from gateway.errors import GatewayError, RequestError
+from gateway.errors import (
+    GatewayError,
+    InvalidWebhook,
+    UnknownWebhook,
+    WebhookRefused,
+    WebhookTooLarge,
+)
 from gateway.webhooks import one_at_a_time
 
 if TYPE_CHECKING:
@@ -90,26 +96,6 @@ hooks_table = sa.Table(
     sa.Column("token_sha256", sa.String(64), nullable=False),
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
-
-
-class UnknownWebhook(RequestError):
-    reason = "unknown_webhook"
-    http_status = 404
-
-
-class WebhookRefused(RequestError):
-    reason = "invalid_webhook_token"
-    http_status = 401
-
-
-class WebhookTooLarge(RequestError):
-    reason = "payload_too_large"
-    http_status = 413
-
-
-class InvalidWebhook(RequestError):
-    reason = "invalid_webhook_payload"
-    http_status = 400
 
 
 @dataclass(frozen=True)

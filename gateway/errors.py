@@ -54,6 +54,28 @@ class UnknownSkill(RequestError):
     reason = "unknown_skill"
 
 
+class UnknownWebhook(RequestError):
+    """A downstream agent's webhook call names no webhook Interlink registered (gateway/a2a_hooks.py)."""
+
+    reason = "unknown_webhook"
+    http_status = 404
+
+
+class WebhookRefused(RequestError):
+    reason = "invalid_webhook_token"
+    http_status = 401
+
+
+class WebhookTooLarge(RequestError):
+    reason = "payload_too_large"
+    http_status = 413
+
+
+class InvalidWebhook(RequestError):
+    reason = "invalid_webhook_payload"
+    http_status = 400
+
+
 class UnknownPrompt(RequestError):
     reason = "unknown_prompt"
 
