@@ -737,6 +737,7 @@ class A2AFace:
             max_per_task=self._push.max_queued_per_task,
             timeout_s=self._push.timeout_s,
             attempts=self._push.attempts,
+            drain_s=self._push.drain_s,
         )
         """The gateway's push-notification delivery queue (gateway/webhooks.py)."""
         self._webhooks: list[httpx.AsyncClient] = []

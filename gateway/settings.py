@@ -501,9 +501,15 @@ class A2APushSettings(_Model):
     attempts: int = Field(default=3, ge=1, le=5)
     """Tries per update and webhook when it fails (no connection, timeout, HTTP 5xx or 429)."""
     workers: int = Field(default=8, ge=1, le=256)
-    """Deliveries in flight at once (one per task at a time, in order)."""
+    """Updates being delivered at once (tasks take turns; one update per task at a time, in order)."""
     max_queued: int = Field(default=10_000, ge=1)
-    """Updates waiting for delivery; beyond that new ones are dropped (logged)."""
+    """Updates waiting for delivery; beyond that progress updates are superseded or dropped
+    (logged), terminal states never (gateway/webhooks.py)."""
+    max_queued_per_task: int = Field(default=16, ge=1)
+    """Updates of one task waiting for delivery; beyond that its waiting progress updates give
+    way to the latest (terminal and interrupted states are kept)."""
+    drain_s: float = Field(default=5.0, ge=0, le=60)
+    """On shutdown, longest wait for queued updates to be delivered before the rest is dropped."""
 
     def key_path(self, database_url: str) -> Path | None:
         """Where the key lives; None for an in-memory identity database (a throw-away key)."""

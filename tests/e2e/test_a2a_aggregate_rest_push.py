@@ -115,7 +115,7 @@ async def aggregate(tmp_path: Any) -> AsyncIterator[Aggregate]:
                         "allow_private_network": True,
                     }
                 ],
-                a2a_push={"allow_private_webhooks": True, "timeout_s": 3, "attempts": 2},
+                a2a_push={"allow_private_webhooks": True, "timeout_s": 3, "attempts": 2, "drain_s": 0.5},
                 identity={"agents": [registration]},
                 policy=POLICY,
                 audit={"database_url": audit_url},
