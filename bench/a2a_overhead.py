@@ -30,13 +30,14 @@ of the machine's CPU (% of one core, a noise gauge), and against direct: the thr
 added p50/p99 ms. On a 2-core machine the three processes compete for the cores, so once they are
 saturated the ratio is mostly CPU per message.
 
-Last results (2026-11-30, a 2-core machine about 3x slower than the one of the first run: direct
-blocking c=1 114 msg/s, p50 8.7 ms). Blocking messages take the store-light relay
-(adapters/a2a/relay.py: no SDK task machinery, one task write): the gateway's CPU per blocking
-message went from ~39 ms to 11-15 ms on this machine (about 16 ms to ~5 ms on the first one);
-c=1 +14.2 ms p50 (was +42 ms with the same harness here), throughput ratio 0.38 at c=1, 0.35 at
-c=32. Streaming still runs the SDK's per-event machinery: ~42 ms CPU per 8-event stream (was ~55
-ms here, before webhook lookups left the event path), time to first event +23 ms at c=1.
+Last results (2026-11-30, a 2-core machine about 3x slower than the one of the first run, with
+other work on it: direct blocking c=1 120 msg/s, p50 7.9 ms). Blocking messages take the
+store-light relay (adapters/a2a/relay.py: no SDK task machinery, one task write): the gateway's
+CPU per blocking message went from ~39 ms to 11-15 ms on this machine, 17-21 ms after the review
+fixes (a cancellable relay task, final states never overwritten); throughput ratio 0.31 at c=1
+(+18 ms p50), 0.29 at c=8 and c=32 (the previous session: 0.14 and 0.11). Streaming still runs
+the SDK's per-event machinery: ~44 ms CPU per 8-event stream, time to first event +27 ms at c=1,
+streams/s ratio 0.85 (c=1), 0.42 (c=8), 0.24 (c=32); a store-light streaming relay is next.
 """
 
 from __future__ import annotations
