@@ -24,6 +24,15 @@ client, or an `httpx.AsyncClient`), call in a loop: a warm-up, then `--seconds` 
 sides of a pair alternate in ABBA order over `--passes` rounds so drift cancels. A call answered with
 an error (or an A2A task not COMPLETED) is counted as failed. Printed: calls/s, p50/p99 ms, the
 gateway's CPU ms per call, and for the bridged side the ratio to native and the added p50.
+
+Last results (2026-11-30, 2 cores, other work on the machine; durable SQLite audit): an A2A skill
+called as an MCP tool is cheaper than the same skill called as an A2A message through the A2A face
+(c=1: 47 vs 32 calls/s, gateway CPU 12 vs 19 ms per call; c=8 ratio 1.70): the bridge sends one
+message and keeps no task of its own. An MCP tool called as an A2A skill costs the most (c=1: 18 vs
+54 calls/s, +36 ms p50, 40 vs 9.5 ms of gateway CPU; c=8 ratio 0.22): each message is a persisted
+A2A task in the SDK's request machinery around one governed MCP call (the store-light relay does
+not serve published agents yet). A REST operation as an MCP tool: 104 vs 703 calls/s straight to
+the service at c=1 (+8.3 ms p50, 5.7 ms gateway CPU per call), ratio 0.21 at c=8.
 """
 
 from __future__ import annotations
