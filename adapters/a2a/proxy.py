@@ -148,7 +148,7 @@ class DownstreamFailed(Exception):
         self.before_response = before_response
 
 
-_SETTLED: Final = frozenset(
+SETTLED: Final = frozenset(
     {
         TaskState.TASK_STATE_COMPLETED,
         TaskState.TASK_STATE_FAILED,
@@ -354,7 +354,7 @@ class ProxyExecutor(AgentExecutor):
             progress.settled = True
             return True
         if kind == "task":
-            progress.settled = event.task.status.state in _SETTLED
+            progress.settled = event.task.status.state in SETTLED
             held = context.current_task is not None and DOWNSTREAM_KEY not in context.current_task.metadata
             if context.current_task is None or held:  # new to the agent: our Task first, with the ids
                 meta = struct_pb2.Struct()
@@ -391,7 +391,7 @@ class ProxyExecutor(AgentExecutor):
         inner.task_id, inner.context_id = task_id, context_id
         if kind == "status_update":
             _stamp_status(inner.status, task_id, context_id)
-            progress.settled = inner.status.state in _SETTLED
+            progress.settled = inner.status.state in SETTLED
         await queue.enqueue_event(inner)
         return False
 

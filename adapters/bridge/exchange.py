@@ -27,10 +27,10 @@ from a2a.types import (
     SendMessageRequest,
     StreamResponse,
     Task,
-    TaskState,
 )
 from a2a.utils.errors import A2AError
 
+from adapters.a2a.proxy import SETTLED
 from adapters.bridge.content import message_text, state_name
 from adapters.governance import CallGovernor, Failed
 from adapters.mcp.providers import ProgressFn
@@ -51,18 +51,6 @@ MAX_RESPONSE_PARTS: Final = 1000
 past `MAX_RESPONSE_BYTES`."""
 TOO_LARGE: Final = "downstream_response_too_large"
 DOWNSTREAM_ERROR: Final = "downstream_error"
-
-SETTLED: Final = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_REJECTED,
-        TaskState.TASK_STATE_INPUT_REQUIRED,
-        TaskState.TASK_STATE_AUTH_REQUIRED,
-    }
-)
-"""Where an exchange ends (terminal and interrupted states, A2A 1.0 §4.1.3)."""
 
 
 class Downstream(Protocol):
