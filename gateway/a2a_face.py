@@ -714,7 +714,8 @@ class _ContextBuilder(DefaultServerCallContextBuilder):
 
 
 class A2AFace:
-    """Every `/a2a/<name>` endpoint; `start(engine)` opens task stores once the database is open."""
+    """Every `/a2a/<name>` endpoint; `start(engine)` opens task stores once the database is open.
+    `add_agent`/`remove_agent` serve agents registered at run time (gateway/a2a_remote.py)."""
 
     def __init__(
         self,
@@ -752,6 +753,12 @@ class A2AFace:
         self._routers: dict[str, ASGIApp] = {}
         self._stores: list[CoalescingTaskStore] = []
         self._handlers: list[DefaultRequestHandler] = []
+        self._opened: dict[str, tuple[DefaultRequestHandler, CoalescingTaskStore, httpx.AsyncClient]] = {}
+        """Per downstream agent: what `remove_agent` closes."""
+        self._engine: AsyncEngine | None = None
+        self._key: bytes | None = None
+        self._hooks_ready = False
+        self._hook_store: HookStore | None = None
         self._refresher: asyncio.Task[None] | None = None
         self.ledger = Ledger()
         """What relay streams relayed of tasks also followed by webhook (adapters/a2a/follow.py)."""
@@ -761,81 +768,134 @@ class A2AFace:
         """Agents Interlink serves itself from MCP tools (gateway/a2a_publish.py), set by the app."""
 
     async def start(self, engine: AsyncEngine) -> None:
-        key = push_key(self._push_key_file) if self.agents else b""
+        self._engine = engine
         self.webhooks.start()
-        hooks_store = HookStore(engine)
-        if self.agents:
-            await hooks_store.initialize()
-        downstream = self.downstream_webhooks = DownstreamWebhooks(
-            hooks_store, self.agents, self._governors, self._public_url, self._max_body_bytes, self.ledger
+        self._hook_store = HookStore(engine)
+        self.downstream_webhooks = DownstreamWebhooks(
+            self._hook_store,
+            self.agents,
+            self._governors,
+            self._public_url,
+            self._max_body_bytes,
+            self.ledger,
         )
-        for name, agent in self.agents.items():
-            await agent.load_card()
-            store = task_store(engine, name)
-            self._stores.append(store)
-            await store.initialize()
-            configs = push_store(engine, name, key)
-            await configs.initialize()
-            allow_private = agent.settings.allow_private_webhooks
-            http = webhook_client(allow_private=allow_private)
-            self._webhooks.append(http)
-            handler = FaceHandler(
-                ProxyExecutor(agent, hooks=downstream.hooks(name), ledger=self.ledger),
-                store,
-                self.card_for_callers(name),
-                push_config_store=configs,
-                push_sender=(
-                    sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)
-                ),
-                push_url_validator=webhook_rule(allow_private),
-                governor=self._governors[name],
-                skill_of=agent.skill_of,
-                relay_store=store,
-                agent=agent,
-                store=store,
-                webhooks=downstream,
-            )
-            downstream.endpoint(name, handler, _owner(name), configs, sender)
-            self._handlers.append(handler)
-            self._routers[name] = self._endpoint(name, handler)
+        for agent in list(self.agents.values()):
+            await self._open(agent)
         for name, published in self.published.items():
             store = task_store(engine, name)
             self._stores.append(store)
             await store.initialize()
             self._routers[name] = self._endpoint(name, published.handler(store))
         if self.agents:
-            store = task_store(engine, ROUTER)
-            self._stores.append(store)
-            await store.initialize()
-            card = self.router_card()
-            configs = push_store(engine, ROUTER, key)
-            await configs.initialize()
-            allow_private = self._push.allow_private_webhooks
-            http = webhook_client(allow_private=allow_private)
-            self._webhooks.append(http)
-            router = RouterHandler(
-                RoutingExecutor(self),
-                store,
-                card,
-                push_config_store=configs,
-                push_sender=(
-                    sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)
-                ),
-                push_url_validator=webhook_rule(allow_private),
-                face=self,
-                store=store,
-                extended_agent_card=card,
-                extended_card_modifier=self._card_for_caller,
-            )
-            downstream.endpoint(ROUTER, router, _owner(ROUTER), configs, sender)
-            builder = _ContextBuilder()
-            router_routes = [
-                *create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=builder),
-                *create_rest_routes(router, context_builder=builder, path_prefix=ROUTER_REST),
-            ]
-            self._handlers.append(router)
-            self._router = McpRequestGuard(Router(routes=router_routes), self._max_body_bytes)
+            await self._open_router()
         self._refresher = asyncio.create_task(self._refresh_cards())
+
+    async def add_agent(self, settings: RemoteAgentSettings) -> None:
+        """Serve one more downstream agent at run time (gateway/a2a_remote.py), exactly as a
+        configured one: its endpoint, task and push stores, card, and a place in `/a2a` routing.
+        Its governor must be in `governors` first."""
+        if settings.name in self.agents or settings.name in self.published:
+            raise ValueError(f"agent {settings.name!r} is served already")
+        agent = RemoteAgent(settings, self._identity)
+        try:
+            await self._open(agent)
+        except BaseException:
+            await agent.close()
+            raise
+        self.agents[settings.name] = agent  # served from now on: its endpoint is complete
+        if self._router is None:
+            await self._open_router()
+
+    async def remove_agent(self, name: str) -> None:
+        """Stop serving `name` (its endpoint answers unknown agent); its tasks stay in the
+        database, so registering it again finds them."""
+        agent = self.agents.pop(name, None)
+        self._routers.pop(name, None)
+        opened = self._opened.pop(name, None)
+        if opened is not None:
+            handler, store, http = opened
+            self._handlers.remove(handler)
+            self._stores.remove(store)
+            self._webhooks.remove(http)
+            await handler.aclose()
+            await store.flush_all()
+            await http.aclose()
+        if agent is not None:
+            await agent.close()
+
+    def _push_key(self) -> bytes:
+        if self._key is None:
+            self._key = push_key(self._push_key_file)
+        return self._key
+
+    async def _open(self, agent: RemoteAgent) -> None:
+        """One downstream agent's endpoint (at start, and for agents registered at run time)."""
+        engine, downstream, name = self._engine, self.downstream_webhooks, agent.name
+        assert engine is not None and downstream is not None, "start() first"
+        if not self._hooks_ready and self._hook_store is not None:
+            await self._hook_store.initialize()
+            self._hooks_ready = True
+        await agent.load_card()
+        store = task_store(engine, name)
+        await store.initialize()
+        configs = push_store(engine, name, self._push_key())
+        await configs.initialize()
+        allow_private = agent.settings.allow_private_webhooks
+        http = webhook_client(allow_private=allow_private)
+        handler = FaceHandler(
+            ProxyExecutor(agent, hooks=downstream.hooks(name), ledger=self.ledger),
+            store,
+            self._card_for(agent),
+            push_config_store=configs,
+            push_sender=(sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)),
+            push_url_validator=webhook_rule(allow_private),
+            governor=self._governors[name],
+            skill_of=agent.skill_of,
+            relay_store=store,
+            agent=agent,
+            store=store,
+            webhooks=downstream,
+        )
+        downstream.endpoint(name, handler, _owner(name), configs, sender)
+        self._stores.append(store)
+        self._webhooks.append(http)
+        self._handlers.append(handler)
+        self._opened[name] = (handler, store, http)
+        self._routers[name] = self._endpoint(name, handler)
+
+    async def _open_router(self) -> None:
+        """The aggregate endpoint `/a2a` (once there is an agent to route to)."""
+        engine, downstream = self._engine, self.downstream_webhooks
+        assert engine is not None and downstream is not None, "start() first"
+        store = task_store(engine, ROUTER)
+        self._stores.append(store)
+        await store.initialize()
+        card = self.router_card()
+        configs = push_store(engine, ROUTER, self._push_key())
+        await configs.initialize()
+        allow_private = self._push.allow_private_webhooks
+        http = webhook_client(allow_private=allow_private)
+        self._webhooks.append(http)
+        router = RouterHandler(
+            RoutingExecutor(self),
+            store,
+            card,
+            push_config_store=configs,
+            push_sender=(sender := QueuedSender(self.webhooks, http, configs, allow_private=allow_private)),
+            push_url_validator=webhook_rule(allow_private),
+            face=self,
+            store=store,
+            extended_agent_card=card,
+            extended_card_modifier=self._card_for_caller,
+        )
+        downstream.endpoint(ROUTER, router, _owner(ROUTER), configs, sender)
+        builder = _ContextBuilder()
+        router_routes = [
+            *create_jsonrpc_routes(router, rpc_url="/a2a", context_builder=builder),
+            *create_rest_routes(router, context_builder=builder, path_prefix=ROUTER_REST),
+        ]
+        self._handlers.append(router)
+        self._router = McpRequestGuard(Router(routes=router_routes), self._max_body_bytes)
 
     def _endpoint(self, name: str, handler: DefaultRequestHandler) -> ASGIApp:
         """`/a2a/<name>`: JSON-RPC, and HTTP+JSON under `/a2a/<name>/rest` (its own router, so the
@@ -857,7 +917,7 @@ class A2AFace:
             await handler.aclose()
         for store in self._stores:
             await store.flush_all()
-        for agent in self.agents.values():
+        for agent in list(self.agents.values()):
             await agent.close()
         await self.webhooks.stop()
         for http in self._webhooks:
@@ -869,7 +929,7 @@ class A2AFace:
                 min(a.settings.card_refresh_s for a in self.agents.values()) if self.agents else 60
             )
             now = time.time()
-            for agent in self.agents.values():
+            for agent in list(self.agents.values()):  # agents come and go at run time
                 fetched = agent.status.card_fetched_at or 0
                 if agent.settings.card_url and now - fetched >= agent.settings.card_refresh_s:
                     await agent.load_card()
@@ -978,7 +1038,10 @@ class A2AFace:
     def card_for_callers(self, name: str) -> AgentCard:
         """The downstream card as callers see it: Interlink's endpoint, Interlink's OAuth scheme,
         no downstream URLs, no signatures (they would not match the rewritten card)."""
-        agent = self.agents[name]
+        return self._card_for(self.agents[name])
+
+    def _card_for(self, agent: RemoteAgent) -> AgentCard:
+        name = agent.name
         card = AgentCard()
         if agent.card is not None:
             card.CopyFrom(agent.card)

@@ -33,7 +33,13 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--owner", required=True, help="the accountable person or team")
     add.add_argument("--tenant")
     add.add_argument("--group", action="append", default=[], metavar="GROUP", help="policy group; repeatable")
-    add.add_argument("--audience", action="append", required=True, metavar="mcp/NAME", help="repeatable")
+    add.add_argument(
+        "--audience",
+        action="append",
+        required=True,
+        metavar="RESOURCE",
+        help="mcp/<virtual server>, a2a/<agent> or a2a (the aggregate endpoint); repeatable",
+    )
     add.add_argument("--scope", action="append", required=True, help="repeatable")
     add.add_argument(
         "--jwks", type=Path, metavar="FILE", help="public JWK Set: private_key_jwt instead of a secret"

@@ -13,6 +13,8 @@ token (compared in constant time). Answers JSON; secrets appear once, in the res
     GET  /admin/approvals[?status=pending]  held calls, with their arguments
     GET  /admin/approvals/{id}              one held call
     POST /admin/approvals/{id}/approve|deny body {"approver": "name", "note": "why"} (audited)
+    GET|POST /admin/a2a-agents, GET|DELETE /admin/a2a-agents/{name}, POST .../{name}/enable|disable
+                                            downstream A2A agents registered at run time (audited)
 """
 
 from __future__ import annotations
@@ -43,17 +45,22 @@ def admin_routes(
     policies: PolicyManager | None = None,
     approvals: Approvals | None = None,
     audit: AuditLog | None = None,
+    extra: Callable[[Callable[[Handler, int], Callable[[Request], Awaitable[Response]]]], list[Route]]
+    | None = None,
 ) -> list[Route]:
-    """The routes; with no admin token configured there are none (404 everywhere under /admin)."""
+    """The routes; with no admin token configured there are none (404 everywhere under /admin).
+    `extra` builds more routes given the guard (`gateway/a2a_remote.py`: `/admin/a2a-agents`)."""
     if not admin_token:
         return []
     expected = f"Bearer {admin_token}".encode()
+    extra_routes = extra(lambda h, status: _guarded(expected, registry, h, status)) if extra else []
     policy_routes = _policy_routes(expected, registry, policies) if policies is not None else []
     approval_routes = _approval_routes(expected, registry, approvals, audit) if approvals is not None else []
 
     return [
         *policy_routes,
         *approval_routes,
+        *extra_routes,
         Route("/admin/agents", _guarded(expected, registry, list_agents), methods=["GET"]),
         Route("/admin/agents", _guarded(expected, registry, add_agent, 201), methods=["POST"]),
         Route("/admin/agents/{client_id}", _guarded(expected, registry, show_agent), methods=["GET"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +29,7 @@ from adapters.mcp.virtual import VirtualServer
 from gateway import __version__
 from gateway.a2a_face import A2AFace
 from gateway.a2a_publish import published_agents
+from gateway.a2a_remote import RemoteAgents, RemoteAgentSync, remote_routes
 from gateway.admin_api import admin_routes
 from gateway.approvals import Approvals
 from gateway.audit import Actor, AuditLog, AuditStore, DecisionInfo, Event, Outcome, Target, signer_for
@@ -87,8 +88,9 @@ def create_app(
         *settings.a2a_published,
     ]
     """The A2A agents served at `/a2a/<name>`: proxied, and published from MCP tools."""
-    a2a_governors = {
-        a.name: Governor(
+
+    def a2a_governor(a: RemoteAgentSettings | PublishedAgentSettings) -> Governor:
+        return Governor(
             a.name,
             policy=initial,
             audit=audit,
@@ -98,8 +100,8 @@ def create_app(
             clock=clock,
             protocol="a2a",
         )
-        for a in served
-    }
+
+    a2a_governors = {a.name: a2a_governor(a) for a in served}
     a2a_governors["router"] = Governor(  # the aggregate endpoint's own calls (GetTask, ...)
         "router", policy=initial, audit=audit, public=False, clock=clock, protocol="a2a"
     )
@@ -138,6 +140,22 @@ def create_app(
         for v in settings.virtual_servers
     }
     face.published.update(published_agents(settings, virtuals, a2a_governors))
+    a2a_protected: dict[str, Sequence[str]] = {a.name: a.required_scopes for a in served if not a.public}
+    if settings.a2a_agents:
+        a2a_protected[""] = ["a2a"]
+    """The RFC 9728 documents of A2A agents; agents registered at run time are added and removed."""
+    remote_sync = RemoteAgentSync(face, identity, a2a_governors, a2a_governor, policies, a2a_protected)
+
+    def remote_agents(request: Request) -> RemoteAgents:
+        client = request.client
+        return RemoteAgents(
+            identity.store,
+            settings,
+            audit=audit,
+            via="admin_api",
+            live=remote_sync.refresh,
+            who=f"admin_api@{client.host}" if client else "admin_api",
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -150,6 +168,7 @@ def create_app(
             await approvals.setup()
             await face.start(identity.store.engine)
             stack.push_async_callback(face.stop)
+            await stack.enter_async_context(remote_sync.running())
             if isinstance(limiter, RedisLimiter):
                 stack.push_async_callback(limiter.close)
             await stack.enter_async_context(pool.running())
@@ -202,8 +221,7 @@ def create_app(
         Route("/a2a/{agent}/{rest:path}", face, methods=["GET", "POST", "DELETE"]),
         *identity.routes(
             {v.name: v.required_scopes for v in settings.virtual_servers if not v.public},
-            {a.name: a.required_scopes for a in served if not a.public}
-            | ({"": ["a2a"]} if settings.a2a_agents else {}),
+            a2a_protected,
         ),
         *admin_routes(
             _admin_token(settings),
@@ -211,6 +229,7 @@ def create_app(
             policies,
             approvals,
             audit,
+            extra=lambda guard: remote_routes(guard, remote_agents, face),
         ),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -193,6 +193,18 @@ class Identity:
 
         return source
 
+    def add_resource(self, name: str) -> None:
+        """A resource registered at run time (`a2a/<agent>`, or `a2a`): tokens may name it now."""
+        uri = f"{self.issuer_url}/{name}"
+        self.resources[name] = uri
+        self._by_uri[uri] = name
+
+    def remove_resource(self, name: str) -> None:
+        """No new token for it (live ones are refused by the endpoint, which no longer exists)."""
+        uri = self.resources.pop(name, None)
+        if uri is not None:
+            self._by_uri.pop(uri, None)
+
     def resource_uri(self, virtual: str, kind: str = "mcp") -> str:
         return self.resources[f"{kind}/{virtual}" if virtual else kind]
 
@@ -250,7 +262,7 @@ class Identity:
     ) -> list[Route]:
         """Authorization-server endpoints plus one RFC 9728 document per protected virtual server
         (`/mcp/<name>`) and per protected A2A agent (`/a2a/<name>`)."""
-        by_kind = {"mcp": scopes, "a2a": a2a_scopes or {}}
+        by_kind = {"mcp": scopes, "a2a": a2a_scopes if a2a_scopes is not None else {}}  # live: may grow
 
         async def as_metadata(request: Request) -> JSONResponse:
             return JSONResponse(self._as_metadata())

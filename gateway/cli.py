@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.tools_cmd import add_parsers as add_tools_parsers
 
     add_tools_parsers(sub)
+    from gateway.a2a_remote_cmd import add_parsers as add_remote_parsers
+
+    add_remote_parsers(sub)
     return parser
 
 
@@ -114,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.audit_cmd import run as run_audit
 
             return run_audit(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
+        if args.command == "agents-remote":
+            from gateway.a2a_remote_cmd import run as run_remote
+
+            return run_remote(args, args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None))
         if args.command in ("agents", "keys"):
             from gateway.admin import run
 

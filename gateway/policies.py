@@ -120,6 +120,16 @@ class PolicyManager:
             changed=changed,
         )
 
+    def add_target(self, target: PolicyTarget) -> None:
+        """A governor created at run time (an A2A agent registered while running): it gets the
+        active policy now and every later reload."""
+        target.set_policy(self.policy)
+        self._targets.append(target)
+
+    def remove_target(self, target: PolicyTarget) -> None:
+        if target in self._targets:
+            self._targets.remove(target)
+
     def apply_initial(self) -> None:
         for target in self._targets:
             target.set_policy(self.policy)

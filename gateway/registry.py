@@ -67,6 +67,9 @@ class Registry:
     async def add(self, new: NewAgent, *, source: str) -> tuple[Agent, str | None]:
         """Register; returns the agent and its development secret (None with `jwks`), shown once."""
         known = {f"mcp/{v.name}" for v in self._settings.virtual_servers}
+        a2a = [a.name for a in self._settings.a2a_agents] + [p.name for p in self._settings.a2a_published]
+        a2a += [r.name for r in await self._store.a2a_agents()]  # registered at run time
+        known |= {f"a2a/{n}" for n in a2a} | ({"a2a"} if a2a else set())
         unknown = [a for a in new.audiences if a not in known]
         if unknown:
             listed = ", ".join(sorted(known)) or "none"

@@ -67,6 +67,28 @@ tool_pins = sa.Table(
     sa.Column("approved_by", sa.String(256), nullable=False),
     sa.Column("approved_at", sa.BigInteger, nullable=False),
 )
+a2a_agents = sa.Table(
+    "interlink_a2a_agents",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("settings", sa.Text, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+)
+"""Downstream A2A agents registered at run time (`gateway/a2a_remote.py`); `settings` is the JSON
+of a `RemoteAgentSettings`, with secrets only as `{env: ...}`/`{file: ...}` references."""
+
+
+@dataclass(frozen=True)
+class A2AAgentRow:
+    """One run-time A2A agent as stored."""
+
+    name: str
+    settings: dict[str, Any]
+    created_at: int
+    enabled: bool
+    source: str
 
 
 @dataclass(frozen=True)
@@ -228,6 +250,38 @@ class Store:
                 key = (tool_pins.c.upstream == pin.upstream) & (tool_pins.c.tool == pin.tool)
                 await conn.execute(tool_pins.delete().where(key))
                 await conn.execute(tool_pins.insert().values(_pin_row(pin)))
+
+    # -- run-time A2A agents ----------------------------------------------------------------------
+
+    async def a2a_agents(self) -> list[A2AAgentRow]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(a2a_agents).order_by(a2a_agents.c.name))).all()
+        return [
+            A2AAgentRow(r.name, json.loads(r.settings), int(r.created_at), bool(r.enabled), r.source)
+            for r in rows
+        ]
+
+    async def add_a2a_agent(self, row: A2AAgentRow) -> bool:
+        """Insert; False when the name is taken (by another replica or operator meanwhile)."""
+        values = asdict(row) | {"settings": json.dumps(row.settings, sort_keys=True)}
+        async with self.engine.begin() as conn:
+            try:
+                await conn.execute(a2a_agents.insert().values(values))
+            except IntegrityError:
+                return False
+        return True
+
+    async def set_a2a_agent_enabled(self, name: str, enabled: bool) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                a2a_agents.update().where(a2a_agents.c.name == name).values(enabled=enabled)
+            )
+        return bool(done.rowcount)
+
+    async def remove_a2a_agent(self, name: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(a2a_agents.delete().where(a2a_agents.c.name == name))
+        return bool(done.rowcount)
 
 
 def _pin_row(pin: ToolPin) -> dict[str, Any]:
