@@ -117,10 +117,11 @@ from gateway.auth import GATEWAY_CLIENT_ID, PRINCIPAL, TOKEN_PATH, Identity
 from gateway.card_signing import CardSignatureError, verify_card
 from gateway.enforce import Governor
 from gateway.errors import GatewayError, UpstreamUnavailable
-from gateway.fetch import FetchError, check_webhook_url, fetch_json, webhook_client
+from gateway.fetch import FetchError, check_url, check_webhook_url, fetch_json, webhook_client
 from gateway.settings import (
     A2APushSettings,
     A2ARouteSettings,
+    ConfigError,
     InterlinkTokenAuth,
     OAuthClientCredentialsAuth,
     PublishedAgentSettings,
@@ -170,6 +171,14 @@ def parse_card(document: Mapping[str, Any], *, origin: str | None) -> AgentCard:
             if _origin(interface.url) != origin:
                 raise CardError("the card points at another origin than its own (refused)")
     return card
+
+
+def own_audience(audience: str, public_url: str) -> bool:
+    """Whether `audience` is the gateway's `public_url` or under it (`<public_url>/mcp/prod`): a
+    token Interlink signs for it would be good at Interlink itself."""
+    mine = public_url.rstrip("/").lower()
+    theirs = audience.strip().rstrip("/").lower()
+    return theirs == mine or theirs.startswith(mine + "/")
 
 
 def _origin(url: str) -> str:
@@ -226,15 +235,23 @@ class RemoteAgent:
             log.warning("a2a_circuit_open", agent=self.name, failures=self._failures)
 
     async def load_card(self) -> None:
+        allow_private = self.settings.allow_private_network
         try:
             if self.settings.card is not None:
                 card = parse_card(self.settings.card, origin=None)
+                for interface in card.supported_interfaces:  # an inline card is as hostile as a fetched one
+                    await check_url(interface.url, allow_private=allow_private)
             else:
                 url = self.settings.card_url or ""
                 document = await fetch_json(url, allow_private=self.settings.allow_private_network)
                 card = parse_card(document, origin=_origin(url))
             if self.settings.card_jwks is not None:
                 verify_card(card, self.settings.card_jwks, self.settings.card_signature_algorithms)
+            if isinstance(self.settings.auth, OAuthClientCredentialsAuth):  # it gets the client secret
+                try:
+                    await check_url(self.settings.auth.token_url, allow_private=allow_private)
+                except FetchError as exc:
+                    raise FetchError(f"auth.token_url: {exc}") from None
         except CardSignatureError as exc:
             self.status.state, self.status.last_error = "card_error", f"card signature: {exc}"
             log.warning("a2a_card_signature_refused", agent=self.name, problem=str(exc))
@@ -799,17 +816,24 @@ class A2AFace:
         agent = RemoteAgent(settings, self._identity)
         try:
             await self._open(agent)
+            if self._router is None:
+                await self._open_router()
         except BaseException:
+            await self._close(settings.name)
             await agent.close()
             raise
         self.agents[settings.name] = agent  # served from now on: its endpoint is complete
-        if self._router is None:
-            await self._open_router()
 
     async def remove_agent(self, name: str) -> None:
         """Stop serving `name` (its endpoint answers unknown agent); its tasks stay in the
         database, so registering it again finds them."""
         agent = self.agents.pop(name, None)
+        await self._close(name)
+        if agent is not None:
+            await agent.close()
+
+    async def _close(self, name: str) -> None:
+        """Undo `_open` (whatever part of it happened)."""
         self._routers.pop(name, None)
         opened = self._opened.pop(name, None)
         if opened is not None:
@@ -819,9 +843,10 @@ class A2AFace:
             self._webhooks.remove(http)
             await handler.aclose()
             await store.flush_all()
+            if self.downstream_webhooks is not None:
+                self.downstream_webhooks.forget(name)
+            await self.webhooks.drained(http)
             await http.aclose()
-        if agent is not None:
-            await agent.close()
 
     def _push_key(self) -> bytes:
         if self._key is None:
@@ -832,6 +857,13 @@ class A2AFace:
         """One downstream agent's endpoint (at start, and for agents registered at run time)."""
         engine, downstream, name = self._engine, self.downstream_webhooks, agent.name
         assert engine is not None and downstream is not None, "start() first"
+        auth = agent.settings.auth
+        audience = auth.audience if isinstance(auth, InterlinkTokenAuth) else None
+        if audience and own_audience(audience, self._public_url):
+            raise ConfigError(
+                f"a2a_agents.{name}.auth.audience: names one of Interlink's own resources (refused: "
+                "the agent would receive a token for Interlink itself)"
+            )
         if not self._hooks_ready and self._hook_store is not None:
             await self._hook_store.initialize()
             self._hooks_ready = True
@@ -1035,6 +1067,14 @@ class A2AFace:
             p.status() for p in self.published.values()
         ]
 
+    def governor(self, name: str) -> Governor:
+        """The governor of a downstream agent, or UpstreamUnavailable when it was removed or
+        disabled at run time (a task routed to it earlier, a route planned before the removal)."""
+        governor = self._governors.get(name)
+        if governor is None or (name != ROUTER and name not in self.agents):
+            raise UpstreamUnavailable(f"agent {name!r} is no longer available")
+        return governor
+
     def card_for_callers(self, name: str) -> AgentCard:
         """The downstream card as callers see it: Interlink's endpoint, Interlink's OAuth scheme,
         no downstream URLs, no signatures (they would not match the rewritten card)."""
@@ -1160,8 +1200,8 @@ class RoutingExecutor(AgentExecutor):
         last = "no available agent offers this skill"
         for attempt, name in enumerate(route):
             if attempt > 0:  # a fallback: its own decision and record
-                governor = self._face.governors[name]
                 try:
+                    governor = self._face.governor(name)
                     args = message_args(context.message) if context.message is not None else {}
                     await governor.around(
                         scope,
@@ -1172,6 +1212,9 @@ class RoutingExecutor(AgentExecutor):
                     )
                 except GatewayError:
                     continue
+            if name not in self._face.agents:  # removed at run time since the route was planned
+                last = f"agent {name!r} is no longer available"
+                continue
             try:
                 await self._proxy(name).attempt(context, _Tagging(event_queue, name))  # type: ignore[arg-type]
                 return
@@ -1229,6 +1272,9 @@ class RouterHandler(DefaultRequestHandler):
             found = await self._store.get(message.task_id, context)
             held = _routed_agent(found)
             if held:
+                if held not in self._face.agents or held not in self._face.governors:
+                    # removed or disabled at run time since the task started
+                    raise to_a2a_error(UpstreamUnavailable(f"agent {held!r} holding this task is gone"))
                 return [held], skill.split("/", 1)[-1]
         route = self._face.route(skill, _principal(context))
         if not route:
@@ -1250,7 +1296,7 @@ class RouterHandler(DefaultRequestHandler):
         if method in WHILE_RELAYED and target is not None and method != "SendMessage":
             run = partial(_unless_relayed, self._store, method, target, context, run)
         try:
-            return await self._face.governors[name].around(scope, method, target, None, run, meta)
+            return await self._face.governor(name).around(scope, method, target, None, run, meta)
         except GatewayError as exc:
             raise to_a2a_error(exc) from None
 
@@ -1258,7 +1304,10 @@ class RouterHandler(DefaultRequestHandler):
         route, skill = await self._plan(params.message, context)
         context.state[ROUTE_KEY] = route
         scope = context.state.get(SCOPE_KEY) or {}
-        governor = self._face.governors[route[0]]
+        try:
+            governor = self._face.governor(route[0])
+        except GatewayError as exc:
+            raise to_a2a_error(exc) from None
 
         async def run() -> Any:
             refuse_relayed(self._store, "SendMessage", params.message.task_id, context)
@@ -1277,7 +1326,10 @@ class RouterHandler(DefaultRequestHandler):
         route, skill = await self._plan(params.message, context)
         context.state[ROUTE_KEY] = route
         scope = context.state.get(SCOPE_KEY) or {}
-        governor = self._face.governors[route[0]]
+        try:
+            governor = self._face.governor(route[0])
+        except GatewayError as exc:
+            raise to_a2a_error(exc) from None
 
         async def decide_stream() -> None:
             refuse_relayed(self._store, "SendMessage", params.message.task_id, context)

@@ -192,6 +192,10 @@ class DownstreamWebhooks:
     ) -> None:
         self._endpoints[face] = _Endpoint(handler, owner, configs, handler.task_store, sender)  # type: ignore[arg-type]
 
+    def forget(self, face: str) -> None:
+        """An endpoint removed at run time: webhooks for it are no longer received or re-read."""
+        self._endpoints.pop(face, None)
+
     def hooks(self, face: str) -> FaceHooks:
         return FaceHooks(self, face)
 

@@ -15,7 +15,13 @@ kept in the gateway database (`interlink_a2a_agents`) next to the configured one
   task and push stores, a Governor (protocol a2a) that every policy reload reaches, RFC 9728
   metadata and tokens for `a2a/<name>` (unless public), a place in `/a2a` routing and `/readyz`.
   Removing one: its endpoint answers unknown agent (404); its tasks stay in the database.
-* **Audit.** Every change is recorded (`admin.a2a_agent.added|removed|enabled|disabled`).
+* **Operator's limits.** Secret references are limited to `a2a_runtime_secret_env_prefix`* and
+  files under `a2a_runtime_secret_dir` (`check_secrets`); inline card interfaces and a `token_url`
+  follow the hostile-URL rules (`check_urls`); an Interlink-minted audience cannot be Interlink.
+* **Failure.** An agent that cannot be opened here is rolled back entirely and noted in `failures`
+  (/readyz); it never stops the other agents or the start.
+* **Audit.** Every change is recorded (`admin.a2a_agent.added|removed|enabled|disabled`, with the
+  secret-free settings) inside the change's transaction, before it commits: no record, no change.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -34,13 +41,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.a2a_face import CardError, own_audience, parse_card
 from gateway.audit import Actor, AuditLog, DecisionInfo, Event, Outcome, Target, digest
 from gateway.enforce import Governor
+from gateway.fetch import FetchError, check_url
 from gateway.policies import PolicyManager
 from gateway.registry import Registry, RegistryError
 from gateway.settings import (
     ConfigError,
     GatewaySettings,
+    InterlinkTokenAuth,
     OAuthClientCredentialsAuth,
     RemoteAgentSettings,
     SecretRef,
@@ -88,16 +98,96 @@ def validate(body: Any, settings: GatewaySettings) -> RemoteAgentSettings:
             f"the name {agent.name!r} is used by the configuration ({where})", 400, "name_taken"
         )
     for header, value in agent.headers.items():
-        if isinstance(value, SecretRef) and value.value is not None:
-            raise RegistryError(_literal(f"headers.{header}"), 400, "literal_secret")
         if isinstance(value, str) and CREDENTIAL_HEADER.search(header):
             raise RegistryError(_literal(f"headers.{header}"), 400, "literal_secret")
-    if isinstance(agent.auth, OAuthClientCredentialsAuth) and agent.auth.client_secret.value is not None:
-        raise RegistryError(_literal("auth.client_secret"), 400, "literal_secret")
-    for key in (agent.card_jwks or {}).get("keys", []):
-        if isinstance(key, dict) and PRIVATE_JWK_MEMBERS & key.keys():
+    check_secrets(agent, settings)
+    check_audience(agent, settings)
+    if agent.card_jwks is not None:
+        if not isinstance(agent.card_jwks.get("keys"), list):
+            raise RegistryError("card_jwks: give a JWK Set ({keys: [...]})", 400, "invalid_request")
+        if _private_member(agent.card_jwks):
             raise RegistryError("card_jwks holds a private key: give public keys only", 400, "literal_secret")
     return agent
+
+
+def _private_member(value: Any) -> bool:
+    """Whether a private JWK member (`d`, `p`, `k`, ...) appears anywhere in `value`."""
+    if isinstance(value, dict):
+        return bool(PRIVATE_JWK_MEMBERS & value.keys()) or any(_private_member(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_private_member(v) for v in value)
+    return False
+
+
+def _secret_refs(agent: RemoteAgentSettings) -> list[tuple[str, SecretRef]]:
+    refs = [(f"headers.{h}", v) for h, v in agent.headers.items() if isinstance(v, SecretRef)]
+    if isinstance(agent.auth, OAuthClientCredentialsAuth):
+        refs.append(("auth.client_secret", agent.auth.client_secret))
+    return refs
+
+
+def check_secrets(agent: RemoteAgentSettings, settings: GatewaySettings) -> None:
+    """A database-stored agent holds no literal secret, and references only what the operator
+    allowed: environment variables named `a2a_runtime_secret_env_prefix`*, files under
+    `a2a_runtime_secret_dir` (none when unset), so the admin token cannot make the gateway read
+    its own secrets (the audit key, the database password) and send them to an agent.
+    RegistryError 400 `literal_secret` / `secret_not_allowed` (names the place, never a value)."""
+    prefix, folder = settings.a2a_runtime_secret_env_prefix, settings.a2a_runtime_secret_dir
+    for where, ref in _secret_refs(agent):
+        if ref.value is not None:
+            raise RegistryError(_literal(where), 400, "literal_secret")
+        if ref.env is not None and not ref.env.startswith(prefix):
+            raise RegistryError(
+                f"{where}: only environment variables named {prefix}* may be referenced by agents "
+                "registered at run time (a2a_runtime_secret_env_prefix)",
+                400,
+                "secret_not_allowed",
+            )
+        if ref.file is not None and not _under(ref.file, folder):
+            raise RegistryError(
+                f"{where}: secret files of agents registered at run time must be under "
+                "a2a_runtime_secret_dir" + ("" if folder else " (not set: no file is allowed)"),
+                400,
+                "secret_not_allowed",
+            )
+
+
+def _under(path: Path, folder: Path | None) -> bool:
+    if folder is None or not path.is_absolute():
+        return False
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_audience(agent: RemoteAgentSettings, settings: GatewaySettings) -> None:
+    """`auth: {kind: interlink, audience}` must not name Interlink itself (a token signed for
+    `<public_url>/mcp/prod` would be good at Interlink)."""
+    audience = agent.auth.audience if isinstance(agent.auth, InterlinkTokenAuth) else None
+    if audience and own_audience(audience, settings.public_url):
+        raise RegistryError(
+            "auth.audience: names one of Interlink's own resources (refused)", 400, "invalid_request"
+        )
+
+
+async def check_urls(agent: RemoteAgentSettings) -> None:
+    """Every URL Interlink would send to, held to the hostile-URL rules (https, public addresses,
+    unless `allow_private_network`): an inline card's interfaces and an OAuth `token_url` (the
+    card_url is checked when fetched). RegistryError 400 `url_refused`."""
+    urls: list[tuple[str, str]] = []
+    if agent.card is not None:
+        try:
+            card = parse_card(agent.card, origin=None)
+        except CardError as exc:
+            raise RegistryError(f"card: {exc}", 400, "invalid_request") from None
+        urls += [
+            (f"card.supportedInterfaces[{i}].url", x.url) for i, x in enumerate(card.supported_interfaces)
+        ]
+    if isinstance(agent.auth, OAuthClientCredentialsAuth):
+        urls.append(("auth.token_url", agent.auth.token_url))
+    for where, url in urls:
+        try:
+            await check_url(url, allow_private=agent.allow_private_network)
+        except FetchError as exc:
+            raise RegistryError(f"{where}: {exc}", 400, "url_refused") from None
 
 
 def _literal(where: str) -> str:
@@ -110,6 +200,34 @@ def _literal(where: str) -> str:
 def stored(agent: RemoteAgentSettings) -> dict[str, Any]:
     """The settings as stored: what was given, JSON (secret references only, see `validate`)."""
     return agent.model_dump(mode="json", exclude_unset=True)
+
+
+def audited(settings: dict[str, Any]) -> dict[str, Any]:
+    """What the audit record keeps of a registration: where Interlink will send requests and
+    credentials, how it authenticates, and which secrets it reads (their references' names,
+    never a value: none is stored anyway)."""
+    auth = settings.get("auth") or {}
+    kept: dict[str, Any] = {
+        "card_url": settings.get("card_url"),
+        "public": bool(settings.get("public", False)),
+        "allow_private_network": bool(settings.get("allow_private_network", False)),
+        "allow_private_webhooks": bool(settings.get("allow_private_webhooks", False)),
+        "auth": auth.get("kind"),
+        "token_url": auth.get("token_url"),
+        "audience": auth.get("audience"),
+    }
+    if isinstance(settings.get("card"), dict):  # inline: the URLs it sends to
+        interfaces = settings["card"].get("supportedInterfaces") or settings["card"].get(
+            "supported_interfaces"
+        )
+        kept["card_interfaces"] = [i.get("url") for i in interfaces or [] if isinstance(i, dict)]
+    refs = {f"headers.{h}": v for h, v in (settings.get("headers") or {}).items() if isinstance(v, dict)}
+    if isinstance(auth.get("client_secret"), dict):
+        refs["auth.client_secret"] = auth["client_secret"]
+    kept["secrets"] = {
+        where: {k: str(v) for k, v in ref.items() if k in ("env", "file")} for where, ref in refs.items()
+    }
+    return {k: v for k, v in kept.items() if v not in (None, [], {})}
 
 
 def describe(row: A2AAgentRow) -> dict[str, Any]:
@@ -147,25 +265,28 @@ class RemoteAgents:
 
     async def add(self, body: Any) -> A2AAgentRow:
         agent = validate(body, self._settings)
+        await check_urls(agent)
         row = A2AAgentRow(agent.name, stored(agent), int(time.time()), True, self._via)
-        if not await self._store.add_a2a_agent(row):
+        if not await self._store.add_a2a_agent(row, before=lambda: self._record("added", row)):
             raise RegistryError(f"a run-time A2A agent {agent.name!r} exists", 409, "name_taken")
-        await self._record("added", row)
         await self._apply()
         return row
 
     async def remove(self, name: str) -> A2AAgentRow:
         row = await self.get(name)
-        await self._store.remove_a2a_agent(name)
-        await self._record("removed", row)
+        if not await self._store.remove_a2a_agent(name, before=lambda: self._record("removed", row)):
+            raise RegistryError(f"no run-time A2A agent {name!r}", 404, "not_found")
         await self._apply()
         return row
 
     async def set_enabled(self, name: str, enabled: bool) -> A2AAgentRow:
         row = await self.get(name)
-        await self._store.set_a2a_agent_enabled(name, enabled)
         changed = A2AAgentRow(row.name, row.settings, row.created_at, enabled, row.source)
-        await self._record("enabled" if enabled else "disabled", changed)
+        what = "enabled" if enabled else "disabled"
+        if not await self._store.set_a2a_agent_enabled(
+            name, enabled, before=lambda: self._record(what, changed)
+        ):
+            raise RegistryError(f"no run-time A2A agent {name!r}", 404, "not_found")
         await self._apply()
         return changed
 
@@ -185,7 +306,7 @@ class RemoteAgents:
                 decision=DecisionInfo(effect="allow", reason="admin"),
                 outcome=Outcome(status="ok"),
                 args_sha256=digest(row.settings),
-                args={"via": self._via, "card": card, "public": bool(row.settings.get("public", False))},
+                args={"via": self._via, "card": card} | audited(row.settings),
             )
         )
 
@@ -202,7 +323,10 @@ class RemoteAgentSync:
         policies: PolicyManager,
         protected: MutableMapping[str, Sequence[str]],
         interval_s: float = REFRESH_S,
+        *,
+        settings: GatewaySettings,
     ) -> None:
+        self._settings = settings
         self._face = face
         self._identity = identity
         self._governors = governors
@@ -211,13 +335,18 @@ class RemoteAgentSync:
         self._protected = protected
         """The RFC 9728 documents served (`identity.routes`), by agent name; `""` is `/a2a`."""
         self._interval_s = interval_s
+        self.failures: dict[str, str] = {}
+        """Enabled rows that could not be opened here, with why (retried every round; /readyz)."""
         self._opened: dict[str, dict[str, Any]] = {}
         """Agents opened here at run time, with the settings they were opened with."""
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception as exc:  # noqa: BLE001 - the table unreadable now: the gateway starts, retried
+            log.warning("a2a_remote_refresh_failed", error=type(exc).__name__)
         task = asyncio.create_task(self._forever())
         try:
             yield
@@ -240,40 +369,70 @@ class RemoteAgentSync:
             wanted = {r.name: r.settings for r in rows if r.enabled}
             for name, opened in list(self._opened.items()):
                 if wanted.get(name) != opened:
-                    await self._close(name)
+                    try:
+                        await self._close(name)
+                    except Exception as exc:  # noqa: BLE001 - one agent never stops the others
+                        log.warning("a2a_remote_agent_close_failed", agent=name, error=type(exc).__name__)
             for name, settings in wanted.items():
                 if name not in self._opened:
                     await self._open(name, settings)
+            self._release_aggregate()
 
     async def _open(self, name: str, raw: dict[str, Any]) -> None:
+        """Open one agent, or leave no trace of it (governor, resources, metadata, endpoint) and
+        note why in `failures` (shown in /readyz); never raises, so one agent cannot stop the
+        others or the gateway's start."""
         try:
             settings = RemoteAgentSettings.model_validate(raw)
         except ValidationError as exc:  # written by another version, or by hand
-            log.warning("a2a_remote_agent_invalid", agent=name, problem=_problems(exc))
+            self._failed(name, _problems(exc))
             return
         if name in self._face.agents or name in self._face.published:
-            log.warning("a2a_remote_agent_name_taken", agent=name)
+            self._failed(name, "the name is served already")
+            return
+        try:
+            check_secrets(settings, self._settings)
+            check_audience(settings, self._settings)
+        except RegistryError as exc:
+            self._failed(name, exc.message)
             return
         governor = self._make_governor(settings)
-        self._governors[name] = governor
-        self._policies.add_target(governor)
-        # identity first: once the endpoint answers, tokens for it can be had
-        self._identity.add_resource(f"a2a/{name}")
-        self._identity.add_resource("a2a")
-        if not settings.public:
-            self._protected[name] = list(settings.required_scopes)
-        self._protected.setdefault("", ["a2a"])
         try:
+            self._governors[name] = governor
+            self._policies.add_target(governor)
+            # identity first: once the endpoint answers, tokens for it can be had
+            self._identity.add_resource(f"a2a/{name}")
+            self._identity.add_resource("a2a")
+            if not settings.public:
+                self._protected[name] = list(settings.required_scopes)
+            self._protected.setdefault("", ["a2a"])
             await self._face.add_agent(settings)
-        except ConfigError as exc:  # e.g. a header's environment variable is not set here
-            log.warning("a2a_remote_agent_unusable", agent=name, problem=str(exc))
+        except Exception as exc:  # noqa: BLE001 - e.g. an unset env variable, a database hiccup
+            problem = str(exc) if isinstance(exc, ConfigError) else type(exc).__name__
             self._identity.remove_resource(f"a2a/{name}")
             self._protected.pop(name, None)
-            self._governors.pop(name, None)
+            if self._governors.get(name) is governor:
+                del self._governors[name]
             self._policies.remove_target(governor)
+            with suppress(Exception):
+                await self._face.remove_agent(name)
+            self._failed(name, problem)
             return
+        self.failures.pop(name, None)
         self._opened[name] = raw
         log.info("a2a_remote_agent_opened", agent=name)
+
+    def _failed(self, name: str, problem: str) -> None:
+        self.failures[name] = problem
+        log.warning("a2a_remote_agent_unusable", agent=name, problem=problem)
+
+    def _release_aggregate(self) -> None:
+        """No downstream agent left (none configured, none run-time): `/a2a`'s resource and RFC
+        9728 metadata go too."""
+        if self._face.agents:
+            return
+        self._identity.remove_resource("a2a")
+        self._protected.pop("", None)
 
     async def _close(self, name: str) -> None:
         self._opened.pop(name, None)

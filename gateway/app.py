@@ -144,7 +144,9 @@ def create_app(
     if settings.a2a_agents:
         a2a_protected[""] = ["a2a"]
     """The RFC 9728 documents of A2A agents; agents registered at run time are added and removed."""
-    remote_sync = RemoteAgentSync(face, identity, a2a_governors, a2a_governor, policies, a2a_protected)
+    remote_sync = RemoteAgentSync(
+        face, identity, a2a_governors, a2a_governor, policies, a2a_protected, settings=settings
+    )
 
     def remote_agents(request: Request) -> RemoteAgents:
         client = request.client
@@ -201,6 +203,10 @@ def create_app(
         down = [s["name"] for s in statuses if s["state"] in ("backoff", "starting", "stopped")]
         strict = request.query_params.get("strict") in ("1", "true")
         agents = face.statuses()
+        agents += [  # registered at run time, but not openable on this replica
+            {"name": n, "state": "unusable", "last_error": why}
+            for n, why in sorted(remote_sync.failures.items())
+        ]
         down += [a["name"] for a in agents if a["state"] != "ready"]
         body = {"status": "degraded" if down else "ok", "upstreams": statuses, "a2a_agents": agents}
         return JSONResponse(body, status_code=503 if (down and strict) else 200)

@@ -99,6 +99,23 @@ def _public_addresses(infos: Sequence[tuple[Any, ...]]) -> list[str]:
     return addresses
 
 
+async def check_url(url: str, *, allow_private: bool = False) -> None:
+    """Raise FetchError unless Interlink may send requests (and credentials) to `url`: the rules
+    of `fetch_json` (https, a host, no credentials in it, public addresses only unless
+    `allow_private`), for URLs taken from an inline agent card or an OAuth `token_url`."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise FetchError("not a valid URL") from None
+    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+        raise FetchError("only https URLs are used (http needs allow_private_network)")
+    if not parts.hostname or parts.username or parts.password:
+        raise FetchError("the URL needs a host and no credentials")
+    if not allow_private:
+        await _require_public(parts.hostname, port)
+
+
 # -- webhooks --------------------------------------------------------------------------------------
 
 WEBHOOK_TIMEOUT_S: Final = 10.0

@@ -547,6 +547,11 @@ class GatewaySettings(BaseSettings):
     """Routing for the aggregate endpoint `/a2a` (first matching rule wins; without one, the agents
     whose card offers the skill, in the order above)."""
     a2a_push: A2APushSettings = Field(default_factory=A2APushSettings)
+    a2a_runtime_secret_env_prefix: str = Field("INTERLINK_A2A_SECRET_", min_length=1)
+    """Agents registered at run time (gateway/a2a_remote.py) may reference only environment
+    variables whose name starts with this (the admin token must not read the gateway's own)."""
+    a2a_runtime_secret_dir: Path | None = None
+    """And only secret files under this directory; unset: no file reference is accepted."""
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     policy: Policy | None = None
     """Least-privilege rules for every protected virtual server (deny by default when present)."""

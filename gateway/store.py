@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -261,27 +261,41 @@ class Store:
             for r in rows
         ]
 
-    async def add_a2a_agent(self, row: A2AAgentRow) -> bool:
-        """Insert; False when the name is taken (by another replica or operator meanwhile)."""
+    async def add_a2a_agent(self, row: A2AAgentRow, before: Commit | None = None) -> bool:
+        """Insert; False when the name is taken (by another replica or operator meanwhile).
+        `before` runs inside the transaction, before it commits (the audit record: its failure
+        leaves the table unchanged)."""
         values = asdict(row) | {"settings": json.dumps(row.settings, sort_keys=True)}
         async with self.engine.begin() as conn:
             try:
                 await conn.execute(a2a_agents.insert().values(values))
             except IntegrityError:
                 return False
+            if before is not None:
+                await before()
         return True
 
-    async def set_a2a_agent_enabled(self, name: str, enabled: bool) -> bool:
+    async def set_a2a_agent_enabled(self, name: str, enabled: bool, before: Commit | None = None) -> bool:
+        """False when there is no such row (nothing changed, `before` not run)."""
         async with self.engine.begin() as conn:
             done = await conn.execute(
                 a2a_agents.update().where(a2a_agents.c.name == name).values(enabled=enabled)
             )
+            if done.rowcount and before is not None:
+                await before()
         return bool(done.rowcount)
 
-    async def remove_a2a_agent(self, name: str) -> bool:
+    async def remove_a2a_agent(self, name: str, before: Commit | None = None) -> bool:
+        """False when there is no such row (nothing changed, `before` not run)."""
         async with self.engine.begin() as conn:
             done = await conn.execute(a2a_agents.delete().where(a2a_agents.c.name == name))
+            if done.rowcount and before is not None:
+                await before()
         return bool(done.rowcount)
+
+
+Commit = Callable[[], Awaitable[None]]
+"""Run inside a change's transaction just before it commits (see `add_a2a_agent`)."""
 
 
 def _pin_row(pin: ToolPin) -> dict[str, Any]:

@@ -253,6 +253,8 @@ class WebhookDispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._pending: dict[int, int] = {}
+        """Updates waiting or in flight, by `id()` of their sender's HTTP client (`drained`)."""
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -293,6 +295,7 @@ class WebhookDispatcher:
             log.warning("a2a_webhook_dropped", task_id=update.task_id, queued=self._queued)
             return
         self._queued += 1
+        self._pending[id(update.sender.http)] = self._pending.get(id(update.sender.http), 0) + 1
         self._idle.clear()
         if chain is None:
             self._chains[update.task_id] = deque([update])
@@ -306,6 +309,9 @@ class WebhookDispatcher:
         kept = [u for u in chain if u.kept]
         superseded = len(chain) - len(kept)
         if superseded:
+            for update in chain:
+                if not update.kept:
+                    self._done(update)
             chain.clear()
             chain.extend(kept)
             self._queued -= superseded
@@ -324,12 +330,31 @@ class WebhookDispatcher:
                 log.warning("a2a_webhook_failed", task_id=task_id, error=type(exc).__name__)
             finally:
                 self._queued -= 1
+                self._done(update)
                 if chain:
                     self._ready.put_nowait(task_id)  # back of the line: the other tasks go first
                 else:
                     del self._chains[task_id]
                 if not self._queued:
                     self._idle.set()
+
+    def _done(self, update: _Update) -> None:
+        key = id(update.sender.http)
+        left = self._pending.get(key, 0) - 1
+        if left > 0:
+            self._pending[key] = left
+        else:
+            self._pending.pop(key, None)
+
+    async def drained(self, http: httpx.AsyncClient) -> None:
+        """Wait (at most the drain time) until no update sent through `http` is waiting or in
+        flight, so an endpoint removed at run time closes its client only after its deliveries."""
+        try:
+            async with asyncio.timeout(self._drain_s):
+                while self._tasks and self._pending.get(id(http)):
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            log.warning("a2a_webhook_undrained", queued=self._pending.get(id(http)), drain_s=self._drain_s)
 
     async def _deliver(self, update: _Update) -> None:
         configs = await update.sender.configs.get_info_for_dispatch(update.task_id)
@@ -392,6 +417,8 @@ class WebhookDispatcher:
             except (TimeoutError, httpx.HTTPError) as exc:
                 problem = type(exc).__name__
                 continue
+            except RuntimeError:  # its endpoint was removed and the client closed: undeliverable
+                return "closed"
             if response.status_code in RETRY_STATUSES:
                 problem = f"HTTP {response.status_code}"
                 continue

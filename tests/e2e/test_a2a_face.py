@@ -364,7 +364,9 @@ async def test_multi_turn_with_an_agent_that_does_not_stream() -> None:
             "capabilities": {"streaming": False},
             "skills": [{"id": "ask", "name": "Ask", "description": "asks", "tags": ["multi-turn"]}],
         }
-        async with gateway(a2a_agents=[{"name": "plain", "card": card, "public": True}]) as base:
+        async with gateway(
+            a2a_agents=[{"name": "plain", "card": card, "public": True, "allow_private_network": True}]
+        ) as base:
             http = httpx.AsyncClient(timeout=30)
             async with aclosing(http):
                 ours = await A2ACardResolver(http, f"{base}/a2a/plain").get_agent_card()

@@ -39,6 +39,18 @@ POLICY = {
 }
 
 
+INLINE_METADATA = {
+    "name": "m",
+    "supportedInterfaces": [{"url": "http://169.254.169.254/latest/meta-data", "protocolBinding": "JSONRPC"}],
+}
+OAUTH = {
+    "kind": "oauth_client_credentials",
+    "token_url": "https://auth.example/token",
+    "client_id": "interlink",
+    "client_secret": {"env": "INTERLINK_A2A_SECRET_X"},
+}
+
+
 @asynccontextmanager
 async def running(tmp_path: Path, **extra: Any) -> AsyncIterator[str]:
     """A gateway on a file database (shared with the CLI, kept across restarts)."""
@@ -155,6 +167,53 @@ async def test_public_agent_needs_no_token(tmp_path: Path) -> None:
             "env",
         ),
         ({"name": "helpdesk", "card_url": "https://a.example/c"}, "name_taken", "configuration (a2a_agents)"),
+        ({"name": "x", "card": INLINE_METADATA}, "url_refused", "card.supportedInterfaces[0].url"),
+        (
+            {
+                "name": "x",
+                "card_url": "https://a.example/c",
+                "auth": OAUTH | {"token_url": "http://127.0.0.1/t"},
+            },
+            "url_refused",
+            "auth.token_url",
+        ),
+        (
+            {"name": "x", "card_url": "https://a.example/c", "headers": {"X-Api-Key": {"env": "HOME"}}},
+            "secret_not_allowed",
+            "INTERLINK_A2A_SECRET_*",
+        ),
+        (
+            {
+                "name": "x",
+                "card_url": "https://a.example/c",
+                "auth": OAUTH | {"client_secret": {"file": "/etc/passwd"}},
+            },
+            "secret_not_allowed",
+            "auth.client_secret",
+        ),
+        (
+            {
+                "name": "x",
+                "card_url": "https://a.example/c",
+                "card_jwks": {"keys": [{"kty": "EC", "x": {"d": "s3cret"}}]},
+            },
+            "literal_secret",
+            "private key",
+        ),
+        (
+            {"name": "x", "card_url": "https://a.example/c", "card_jwks": {"keys": {}}},
+            "invalid_request",
+            "JWK Set",
+        ),
+        (
+            {
+                "name": "x",
+                "card_url": "https://a.example/c",
+                "auth": {"kind": "interlink", "audience": "{base}/mcp/prod"},
+            },
+            "invalid_request",
+            "Interlink's own",
+        ),
     ],
 )
 async def test_invalid_registrations_are_refused(
@@ -162,6 +221,7 @@ async def test_invalid_registrations_are_refused(
 ) -> None:
     configured = [{"name": "helpdesk", "card": {"name": "h"}}]
     async with running(tmp_path, a2a_agents=configured) as base, admin(base) as http:
+        body = json.loads(json.dumps(body).replace("{base}", base))
         refused = await http.post("/admin/a2a-agents", json=body)
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"] == error and text in refused.json()["error_description"]
@@ -206,4 +266,94 @@ async def test_cli_add_converges_and_restart_keeps_it(tmp_path: Path) -> None:
     async with AuditStore.open(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as store:
         records = [r.record() async for r in store.records("cli")]
     assert [r["event"] for r in records] == ["admin.a2a_agent.added", "admin.a2a_agent.disabled"]
-    assert json.dumps(records).count(card_url) == 0  # the record names the kind of card, not its URL
+    assert records[0]["args"]["card_url"] == card_url  # where requests go; secrets only by name
+
+
+async def test_configured_inline_card_and_token_url_follow_the_hostile_url_rules(tmp_path: Path) -> None:
+    """An inline card's interface and an OAuth token_url are held to https + public addresses (the
+    agent would receive the configured headers, the token URL the client secret)."""
+    configured = [
+        {"name": "meta", "card": INLINE_METADATA},
+        {
+            "name": "tok",
+            "card": INLINE_METADATA
+            | {"supportedInterfaces": [{"url": "https://93.184.215.14/rpc", "protocolBinding": "JSONRPC"}]},
+            "auth": OAUTH | {"token_url": "http://169.254.169.254/token"},
+        },
+    ]
+    async with running(tmp_path, a2a_agents=configured) as base, httpx.AsyncClient() as raw:
+        ready = {a["name"]: a for a in (await raw.get(f"{base}/readyz")).json()["a2a_agents"]}
+    assert ready["meta"]["state"] == "card_error" and "https" in ready["meta"]["last_error"]
+    assert ready["tok"]["state"] == "card_error" and ready["tok"]["last_error"].startswith("auth.token_url")
+
+
+async def test_an_agent_that_cannot_open_leaves_no_trace_and_stops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration whose secret is not set on this replica: stored, not served, no token for it,
+    shown in /readyz; the other agents open, and a restart still starts."""
+    monkeypatch.delenv("INTERLINK_A2A_SECRET_UNSET", raising=False)
+    async with serve_agent() as downstream:
+        card_url = f"{downstream}/.well-known/agent-card.json"
+        bad = {"name": "bad", "card_url": card_url, "allow_private_network": True}
+        bad["headers"] = {"X-Api-Key": {"env": "INTERLINK_A2A_SECRET_UNSET"}}
+        good = {"name": "dyn", "card_url": card_url, "allow_private_network": True}
+        async with running(tmp_path) as base, admin(base) as http:
+            added = await http.post("/admin/a2a-agents", json=bad)
+            assert added.status_code == 201 and added.json()["status"] is None
+            assert (await http.post("/admin/a2a-agents", json=good)).status_code == 201
+            async with httpx.AsyncClient() as raw:
+                ready = {a["name"]: a for a in (await raw.get(f"{base}/readyz")).json()["a2a_agents"]}
+                assert (
+                    ready["bad"]["state"] == "unusable"
+                    and "INTERLINK_A2A_SECRET_UNSET" in ready["bad"]["last_error"]
+                )
+                assert (
+                    await raw.get(f"{base}/.well-known/oauth-protected-resource/a2a/bad")
+                ).status_code == 404
+        async with running(tmp_path) as base:  # restarted: the bad row does not stop the start
+            async with httpx.AsyncClient() as raw:
+                assert (await raw.get(f"{base}/a2a/dyn/.well-known/agent-card.json")).status_code == 200
+                assert (await raw.get(f"{base}/a2a/bad/.well-known/agent-card.json")).status_code == 404
+
+
+async def test_task_held_by_a_removed_agent_fails_precisely_via_the_aggregate(tmp_path: Path) -> None:
+    """A task routed through `/a2a` to a run-time agent, the agent removed: the follow-up gets
+    downstream_unavailable (not an internal error); the last agent gone, `/a2a`'s metadata too."""
+    async with serve_agent() as downstream, running(tmp_path) as base, admin(base) as http:
+        for name in ("dyn", "other"):
+            body = {"name": name, "card_url": f"{downstream}/.well-known/agent-card.json"}
+            added = await http.post("/admin/a2a-agents", json=body | {"allow_private_network": True})
+            assert added.status_code == 201, added.text
+        secret = await register_caller(http, ["a2a"])
+        token = await issued_token(base, "caller", secret, "a2a", "a2a")
+        headers = {"authorization": f"Bearer {token}", "a2a-version": "1.0"}
+
+        def send_message(text: str, **extra: str) -> dict[str, Any]:
+            msg: dict[str, Any] = {
+                "messageId": str(uuid.uuid4()),
+                "role": "ROLE_USER",
+                "parts": [{"text": text}],
+            }
+            msg |= {"metadata": {"skill": "dyn/echo"}} | extra
+            return {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": msg}}
+
+        async with httpx.AsyncClient(headers=headers, timeout=30) as raw:
+            first = (await raw.post(f"{base}/a2a", json=send_message("ask"))).json()
+            task = first["result"]["task"]
+            assert task["status"]["state"] == "TASK_STATE_INPUT_REQUIRED", first
+            assert (await http.delete("/admin/a2a-agents/dyn")).status_code == 200
+            follow = (await raw.post(f"{base}/a2a", json=send_message("bob", taskId=task["id"]))).json()
+            assert follow["error"]["data"][0]["metadata"]["reason"] == "downstream_unavailable", follow
+            assert follow["error"]["code"] != -32603 and downstream not in json.dumps(follow)
+            assert (await http.delete("/admin/a2a-agents/dyn")).status_code == 404  # nothing to remove
+            assert (await http.post("/admin/a2a-agents/dyn/disable")).status_code == 404
+            assert (await http.delete("/admin/a2a-agents/other")).status_code == 200
+            prm = await raw.get(f"{base}/.well-known/oauth-protected-resource/a2a")
+            assert prm.status_code == 404
+    async with AuditStore.open(f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}") as store:
+        records = [r.record() async for r in store.records("main")]
+    removed = [r for r in records if r["event"] == "admin.a2a_agent.removed"]
+    assert [r["target"]["name"] for r in removed] == ["dyn", "other"]  # the 404s recorded no change
+    args = next(r["args"] for r in records if r["event"] == "admin.a2a_agent.added")
+    assert args["allow_private_network"] is True and args["card_url"].startswith("http://")

@@ -79,7 +79,8 @@ async def routed() -> AsyncIterator[Routed]:
         }
         async with serve_agent() as first, serve_agent() as second:
             agents = [
-                {"name": "dead", "card": dead_card, "circuit_failures": 2, "circuit_cooldown_s": 60},
+                {"name": "dead", "card": dead_card, "circuit_failures": 2, "circuit_cooldown_s": 60}
+                | {"allow_private_network": True},  # a loopback interface
                 {
                     "name": "first",
                     "card_url": f"{first}/.well-known/agent-card.json",

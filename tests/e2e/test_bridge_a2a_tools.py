@@ -506,9 +506,9 @@ async def test_blocking_slow_and_dead_agents() -> None:
 
             async with gateway(
                 a2a_agents=[
-                    {"name": "plain", "card": card(py, False), "public": True},
-                    {"name": "live", "card": card(py, True), "public": True},
-                    {"name": "dead", "card": card(dead, True), "public": True},
+                    {"name": "plain", "card": card(py, False), "public": True, "allow_private_network": True},
+                    {"name": "live", "card": card(py, True), "public": True, "allow_private_network": True},
+                    {"name": "dead", "card": card(dead, True), "public": True, "allow_private_network": True},
                     {"name": "nocard", "card_url": f"{dead}/.well-known/agent-card.json", "public": True},
                 ],
                 upstreams=[
