@@ -99,17 +99,23 @@ def _public_addresses(infos: Sequence[tuple[Any, ...]]) -> list[str]:
     return addresses
 
 
-async def check_url(url: str, *, allow_private: bool = False) -> None:
+async def check_url(
+    url: str,
+    *,
+    allow_private: bool = False,
+    https_only: str = "only https URLs are used (http needs allow_private_network)",
+) -> None:
     """Raise FetchError unless Interlink may send requests (and credentials) to `url`: the rules
     of `fetch_json` (https, a host, no credentials in it, public addresses only unless
-    `allow_private`), for URLs taken from an inline agent card or an OAuth `token_url`."""
+    `allow_private`), for URLs taken from an inline agent card, an OAuth `token_url` or a webhook.
+    `https_only`: the refusal of a plain-http URL."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
         raise FetchError("not a valid URL") from None
     if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
-        raise FetchError("only https URLs are used (http needs allow_private_network)")
+        raise FetchError(https_only)
     if not parts.hostname or parts.username or parts.password:
         raise FetchError("the URL needs a host and no credentials")
     if not allow_private:
@@ -124,17 +130,7 @@ WEBHOOK_TIMEOUT_S: Final = 10.0
 async def check_webhook_url(url: str, *, allow_private: bool = False) -> None:
     """Raise FetchError unless `url` may receive webhooks: https (http too when `allow_private`), a
     host and no credentials, and (unless `allow_private`) only public addresses behind the host."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise FetchError("not a valid URL") from None
-    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
-        raise FetchError("only https webhook URLs are accepted")
-    if not parts.hostname or parts.username or parts.password:
-        raise FetchError("the URL needs a host and no credentials")
-    if not allow_private:
-        await _require_public(parts.hostname, port)
+    await check_url(url, allow_private=allow_private, https_only="only https webhook URLs are accepted")
 
 
 class _PublicOnlyBackend(httpcore.AsyncNetworkBackend):

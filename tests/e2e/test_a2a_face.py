@@ -458,6 +458,10 @@ async def test_list_and_subscribe_through_the_face(face: Face) -> None:
             events = [e async for e in mine.subscribe(SubscribeToTaskRequest(id=task_id))]
         kinds = [e.WhichOneof("payload") for e in events]
         assert "artifact_update" in kinds or "status_update" in kinds
-        final = await mine.get_task(GetTaskRequest(id=task_id))
-        assert final.status.state == TaskState.TASK_STATE_COMPLETED
+        # The stream may end a moment before the final state is stored: read until it is (bounded).
+        async with asyncio.timeout(10):
+            while (final := await mine.get_task(GetTaskRequest(id=task_id))).status.state != (
+                TaskState.TASK_STATE_COMPLETED
+            ):
+                await asyncio.sleep(0.05)
         assert [p.text for p in final.artifacts[0].parts] == [f"chunk {i}" for i in range(1, 21)]

@@ -93,8 +93,20 @@ async def test_gateway_refuses_an_agent_whose_card_signature_fails() -> None:
     bad = MessageToDict(signed(private, "k1"))
     bad["description"] = "edited after signing"
     agents = [
-        {"name": "good", "card": good, "card_jwks": {"keys": [public]}, "public": True},
-        {"name": "bad", "card": bad, "card_jwks": {"keys": [public]}, "public": True},
+        {
+            "name": "good",
+            "card": good,
+            "card_jwks": {"keys": [public]},
+            "public": True,
+            "allow_private_network": True,
+        },
+        {
+            "name": "bad",
+            "card": bad,
+            "card_jwks": {"keys": [public]},
+            "public": True,
+            "allow_private_network": True,
+        },
     ]
     async with gateway(a2a_agents=agents) as base:
         async with httpx.AsyncClient() as http:
